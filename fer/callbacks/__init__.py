@@ -1,0 +1,1 @@
+"""Lightning callbacks: thin shells that record or draw during training."""

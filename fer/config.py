@@ -1,0 +1,27 @@
+"""OmegaConf resolvers the configs use, and printing/saving the resolved config of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import rich
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+# `${fer.env_unset:WANDB_API_KEY}` is true when the variable is missing: W&B then logs offline.
+OmegaConf.register_new_resolver("fer.env_unset", lambda name: not os.environ.get(name), replace=True)
+
+
+@rank_zero_only
+def print_config(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Print the resolved config as a tree, one branch per group, and save it as YAML."""
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,179 @@
+"""`FERDataModule`: splits, normalization statistics, augmentation and loaders over any layout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fer.data import read_dataset
+from fer.data.errors import DataError
+from fer.data.faceset import FaceSet
+from fer.data.labels import CLASS_NAMES, NUM_CLASSES
+from fer.data.transforms import NORMALIZATIONS, BatchAugment
+
+STAGES = ("train", "val", "test", "predict")
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask selecting `fraction` of each class (at least one image per non-empty class)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        held[rows[: max(1, round(fraction * len(rows)))]] = True
+    return held
+
+
+class FERDataModule(pl.LightningDataModule):
+    """Serves uint8 faces as float pixel batches (0..255); the model normalizes, so checkpoints carry it.
+
+    Splits are chosen by the split names in `splits` (`null` leaves a stage out), or, for validation,
+    by a seeded stratified `val_fraction` of the train split when `splits.val` is null.
+    Augmentation runs batch-wise after the batch reaches its device, on train batches only.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        layout: str = "auto",
+        splits: Mapping[str, str | None] | None = None,
+        val_fraction: float | None = None,
+        normalization: str = "unit",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        on_bad_row: str = "error",
+        split_seed: int = 0,
+        aug: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        splits = dict(splits or {"train": "Training", "val": "PublicTest", "test": "PrivateTest"})
+        unknown = set(splits) - set(STAGES)
+        if unknown:
+            raise DataError(f"data.splits has unknown key(s) {sorted(unknown)}; valid keys: {list(STAGES)}")
+        if normalization not in NORMALIZATIONS:
+            raise DataError(f"data.normalization={normalization!r} is not one of {list(NORMALIZATIONS)}")
+        if val_fraction is not None and splits.get("val"):
+            raise DataError(
+                f"data.val_fraction={val_fraction} and data.splits.val={splits['val']!r} both choose the "
+                "validation set; set data.splits.val=null to carve it from the train split"
+            )
+        if val_fraction is not None and not 0 < val_fraction < 1:
+            raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.path, self.layout, self.splits = path, layout, splits
+        self.val_fraction, self.normalization = val_fraction, normalization
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cache_dir, self.on_bad_row, self.split_seed = cache_dir, on_bad_row, split_seed
+        self.augment = BatchAugment(**(aug or {}))
+        self.faces: dict[str, FaceSet] = {}
+
+    def prepare_data(self) -> None:
+        # Under DDP this runs once per node, so only one process parses and fills the cache.
+        self._read()
+
+    def _read(self) -> FaceSet:
+        return read_dataset(
+            self.path, layout=self.layout, on_bad_row=self.on_bad_row, cache_dir=self.cache_dir
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.faces:
+            return
+        faces = self._read()
+        selected = {}
+        for name in STAGES:
+            split = self.splits.get(name)
+            if split:
+                selected[name] = self._select(faces, name, split)
+        if "train" in selected and self.val_fraction is not None:
+            train = selected["train"]
+            held = stratified_holdout(train.labels, self.val_fraction, self.split_seed)
+            selected["train"], selected["val"] = train.subset(~held), train.subset(held)
+        for name in ("train", "val", "test"):
+            if name in selected and (selected[name].labels < 0).any():
+                raise DataError(
+                    f"data.splits.{name}={self.splits.get(name)!r} in {faces.source} has unlabelled rows; "
+                    f"only data.splits.predict may be unlabelled"
+                )
+        self.faces = selected
+
+    def _select(self, faces: FaceSet, stage: str, split: str) -> FaceSet:
+        rows = faces.split == split
+        if rows.any():
+            return faces.subset(rows)
+        counts = faces.split_counts()
+        present = ", ".join(f"{k}={v}" for k, v in counts.items())
+        choice = f"data.splits.{stage}={'|'.join(counts)}"
+        if stage == "val":
+            hint = f"{choice}, or data.splits.val=null data.val_fraction=0.1 (a stratified tenth of train)"
+        elif stage == "test":
+            hint = f"{choice}, or data.splits.test=null to skip testing"
+        else:
+            hint = choice
+        raise DataError(
+            f"data.splits.{stage}={split!r} selects no rows of {faces.source} (splits present: {present}). "
+            f"Override with {hint}"
+        )
+
+    # What the model and the plots need to know about the data.
+    @property
+    def class_names(self) -> list[str]:
+        return list(CLASS_NAMES)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Images per class in the train split."""
+        return self.faces["train"].class_counts().tolist()
+
+    @property
+    def class_weights(self) -> list[float]:
+        """Inverse-frequency weights scaled to mean 1 over the classes present in train."""
+        counts = np.asarray(self.class_counts, dtype=np.float64)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / NUM_CLASSES, 0.0)
+        return (weights / weights[counts > 0].mean()).tolist()
+
+    @property
+    def pixel_stats(self) -> dict[str, float]:
+        """Pixel mean and std of the train split (the `standardize` statistics; never from val/test)."""
+        images = self.faces["train"].images
+        return {"mean": float(images.mean()), "std": float(images.std())}
+
+    def tensors(self, stage: str) -> TensorDataset:
+        faces = self.faces[stage]
+        images = torch.from_numpy(faces.images).unsqueeze(1)
+        return TensorDataset(images, torch.from_numpy(faces.labels))
+
+    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        if stage not in self.faces:
+            raise DataError(f"no {stage} split configured (data.splits.{stage} is null)")
+        return DataLoader(
+            self.tensors(stage),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
+        images, labels = batch
+        images = images.float()
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return [images, labels]

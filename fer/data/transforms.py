@@ -1,0 +1,106 @@
+"""Input normalization and batch-wise augmentation of pixel-valued image tensors (0..255)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NORMALIZATIONS = ("none", "unit", "standardize", "per_image")
+
+
+class Normalizer(nn.Module):
+    """Maps pixel-valued images to the network's input scale; part of the model so checkpoints carry it.
+
+    `none` keeps 0..255, `unit` divides by 255, `standardize` uses the train split's pixel mean/std,
+    `per_image` standardizes each image by its own statistics.
+    """
+
+    def __init__(self, mode: str = "unit", mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization {mode!r} is not one of {NORMALIZATIONS}")
+        if mode == "standardize" and not std > 0:
+            raise ValueError(f"standardize needs a positive pixel std, got {std}")
+        self.mode, self.mean, self.std = mode, float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "standardize":
+            return (x - self.mean) / self.std
+        if self.mode == "per_image":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, mean={self.mean:.3f}, std={self.std:.3f}"
+
+
+class BatchAugment(nn.Module):
+    """Random per-image flip, rotation, pad-and-crop shift and brightness/contrast jitter of a batch.
+
+    Written by hand because torchvision's v2 transforms draw one set of random parameters per call:
+    applied to a batch they would move every image the same way, and per-image calls in the loader
+    cost Python overhead per sample and cannot run on the GPU. Here one `grid_sample` moves the whole
+    batch, on whatever device it lives. Pad-then-crop by up to `pad_crop` pixels is an integer shift
+    with zero fill, which bilinear sampling reproduces exactly when there is no rotation.
+    """
+
+    def __init__(
+        self,
+        hflip: float = 0.0,
+        rotation: float = 0.0,
+        pad_crop: int = 0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.hflip, self.rotation, self.pad_crop = float(hflip), float(rotation), int(pad_crop)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.hflip or self.rotation or self.pad_crop or self.brightness or self.contrast)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_identity:
+            return x
+        if self.hflip or self.rotation or self.pad_crop:
+            x = self._geometric(x)
+        if self.brightness or self.contrast:
+            x = self._photometric(x)
+        return x
+
+    def _geometric(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        dev = x.device
+        angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(self.rotation)
+        flip = torch.where(torch.rand(n, device=dev) < self.hflip, -1.0, 1.0)
+        shift = torch.randint(-self.pad_crop, self.pad_crop + 1, (n, 2), device=dev).float()
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.zeros(n, 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
+        theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
+        # grid_sample coordinates span [-1, 1] over the image, so one pixel is 2/size.
+        theta[:, 0, 2], theta[:, 1, 2] = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        shape = (n, 1, 1, 1)
+        brightness = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * self.brightness
+        contrast = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * self.contrast
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        # torchvision's order: scale brightness, then blend with the image mean for contrast.
+        return (((x - mean) * contrast + mean) * brightness).clamp(0, 255)
+
+    def extra_repr(self) -> str:
+        return (
+            f"hflip={self.hflip}, rotation={self.rotation}, pad_crop={self.pad_crop}, "
+            f"brightness={self.brightness}, contrast={self.contrast}"
+        )

@@ -1,0 +1,126 @@
+"""`FERModule`: one LightningModule around any model of `fer.models`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from fer.data.labels import CLASS_NAMES
+from fer.data.transforms import Normalizer
+from fer.models import build_model
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            # Balanced accuracy is the mean per-class recall.
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+        }
+    )
+
+
+class FERModule(pl.LightningModule):
+    """Classifier over pixel-valued (0..255) images: normalization, network, loss, metrics, optimizer.
+
+    Every argument is plain config (dicts of numbers and strings), saved as hyperparameters, so
+    `FERModule.load_from_checkpoint(path)` rebuilds the network with no extra arguments.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        sched: Mapping[str, Any] | None = None,
+        normalization: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        class_names: Sequence[str] = CLASS_NAMES,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        num_classes = len(self.class_names)
+        self.normalizer = Normalizer(**(normalization or {}))
+        self.net = build_model(model)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalizer(images))
+
+    def _step(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_loss(loss)
+        self.train_acc(preds, labels)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.val_loss(loss)
+        self.val_metrics.update(preds, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(metrics, prog_bar=True)
+        self.val_acc_best(metrics["val/acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.test_loss(loss)
+        self.test_metrics.update(preds, labels)
+        self.test_confusion.update(preds, labels)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optim, params=self.parameters())
+        sched = self.hparams.sched or {}
+        if not sched.get("scheduler"):
+            return {"optimizer": optimizer}
+        kwargs = {}
+        if "total_steps" in sched["scheduler"] and sched["scheduler"]["total_steps"] is None:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(sched["scheduler"], optimizer=optimizer, **kwargs)
+        config = {"scheduler": scheduler, "interval": sched.get("interval", "epoch")}
+        if sched.get("monitor"):
+            config["monitor"] = sched["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": config}

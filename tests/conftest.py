@@ -1,0 +1,42 @@
+"""Shared fixtures: composing the training config the way `train.py` does, into tmp dirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import fer.config  # noqa: F401  (resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_FER2013 = ROOT.parent / "shared/data/fer2013/fer2013-dev.csv.gz"
+
+# A small, quick synthetic setup for end-to-end runs.
+FAST = ["data.path='synthetic://700?seed=0'", "trainer.accelerator=cpu", "callbacks.rich_progress_bar=null"]
+
+
+def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig:
+    """Compose `conf/<name>.yaml` as Hydra would for a run in `run_dir`."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.cache_dir = str(run_dir.parent / "cache")
+        del cfg.hydra
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+@pytest.fixture
+def train_config(tmp_path: Path):
+    """`train_config(*overrides)` composes a training config whose run dir is under tmp_path."""
+
+    def make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+        return compose_config("train", list(overrides), run_dir or tmp_path / "run")
+
+    return make

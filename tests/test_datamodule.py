@@ -1,0 +1,133 @@
+import gzip
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from fer.data.datamodule import FERDataModule, stratified_holdout
+from fer.data.errors import DataError
+
+
+def write_fer2013(path, rows):
+    """rows: (label, pixel value, usage): each image is constant so statistics are easy to check."""
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{label},{' '.join([str(value)] * 2304)},{usage}" for label, value, usage in rows]
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    rows = [(i % 7, 10, "Training") for i in range(70)]
+    rows += [(i % 7, 200, "PublicTest") for i in range(14)]
+    rows += [(i % 7, 250, "PrivateTest") for i in range(7)]
+    return write_fer2013(tmp_path / "fer2013.csv.gz", rows)
+
+
+def make(path, tmp_path, **kwargs):
+    dm = FERDataModule(path, cache_dir=str(tmp_path / "cache"), **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_splits_by_name_and_batches_as_float_pixels(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, batch_size=32)
+    assert {k: len(v) for k, v in dm.faces.items()} == {"train": 70, "val": 14, "test": 7}
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (32, 1, 48, 48) and images.dtype == torch.uint8
+    images, labels = dm.on_after_batch_transfer([images, labels], 0)
+    assert images.dtype == torch.float32 and images.max() == 10
+
+
+def test_standardize_statistics_come_from_train_only(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, normalization="standardize")
+    # Train images are all 10; val (200) and test (250) must not leak in.
+    assert dm.pixel_stats == {"mean": 10.0, "std": 0.0}
+
+
+def test_val_fraction_is_stratified_and_seeded(csv_path, tmp_path):
+    a = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
+    b = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
+    assert len(a.faces["val"]) == 14 and len(a.faces["train"]) == 56
+    assert np.bincount(a.faces["val"].labels).tolist() == [2] * 7
+    assert np.array_equal(a.faces["val"].ids, b.faces["val"].ids)
+    c = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2, split_seed=1)
+    assert not np.array_equal(a.faces["val"].ids, c.faces["val"].ids)
+    assert not set(a.faces["val"].ids) & set(a.faces["train"].ids)
+
+
+def test_holdout_keeps_rare_classes():
+    labels = np.array([0] * 100 + [1] * 3)
+    held = stratified_holdout(labels, 0.1, seed=0)
+    assert held[:100].sum() == 10 and held[100:].sum() == 1
+
+
+def test_missing_split_says_which_override_to_use(tmp_path):
+    path = write_fer2013(tmp_path / "dev.csv.gz", [(0, 1, "Training"), (1, 2, "PublicTest")])
+    with pytest.raises(DataError) as err:
+        make(path, tmp_path)
+    message = str(err.value)
+    assert "data.splits.test='PrivateTest'" in message
+    assert "PublicTest=1, Training=1" in message
+    assert "data.splits.test=PublicTest|Training, or data.splits.test=null" in message
+
+
+def test_val_fraction_and_val_split_conflict(csv_path, tmp_path):
+    with pytest.raises(DataError, match="data.splits.val=null"):
+        FERDataModule(csv_path, val_fraction=0.1)
+
+
+def test_unknown_split_key_and_normalization(csv_path):
+    with pytest.raises(DataError, match="unknown key"):
+        FERDataModule(csv_path, splits={"training": "Training"})
+    with pytest.raises(DataError, match="normalization='zscore'"):
+        FERDataModule(csv_path, normalization="zscore")
+
+
+def test_class_counts_and_weights(tmp_path):
+    rows = [(3, 5, "Training")] * 30 + [(1, 5, "Training")] * 3 + [(0, 5, "Training")] * 6
+    path = write_fer2013(tmp_path / "imb.csv.gz", rows)
+    dm = make(path, tmp_path, splits={"train": "Training"})
+    assert dm.class_counts == [6, 3, 0, 30, 0, 0, 0]
+    weights = np.array(dm.class_weights)
+    assert weights[[2, 4, 5, 6]].tolist() == [0, 0, 0, 0]
+    # Inverse frequency: Disgust (3 images) weighs ten times Happy (30).
+    assert weights[1] / weights[3] == pytest.approx(10)
+    assert weights[[0, 1, 3]].mean() == pytest.approx(1)
+
+
+def test_augmentation_only_on_train_batches(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, aug={"hflip": 1.0, "pad_crop": 4})
+    images = torch.arange(48 * 48, dtype=torch.uint8).reshape(1, 1, 48, 48).repeat(4, 1, 1, 1)
+    labels = torch.zeros(4, dtype=torch.long)
+    dm.trainer = SimpleNamespace(training=False)
+    out, _ = dm.on_after_batch_transfer([images, labels], 0)
+    assert torch.equal(out, images.float())
+    dm.trainer = SimpleNamespace(training=True)
+    out, _ = dm.on_after_batch_transfer([images, labels], 0)
+    assert not torch.equal(out, images.float())
+
+
+def test_unlabelled_rows_only_allowed_for_predict(tmp_path):
+    (tmp_path / "course").mkdir()
+    feature = " ".join(["7"] * 2304)
+    (tmp_path / "course/train.csv").write_text(
+        "label,feature\n" + "".join(f"{i % 7},{feature}\n" for i in range(14))
+    )
+    (tmp_path / "course/test.csv").write_text("id,feature\n" + "".join(f"{i},{feature}\n" for i in range(5)))
+    dm = make(
+        str(tmp_path / "course"),
+        tmp_path,
+        splits={"train": "Training", "val": None, "predict": "test"},
+        val_fraction=0.5,
+    )
+    assert len(dm.faces["predict"]) == 5 and (dm.faces["predict"].labels == -1).all()
+    with pytest.raises(DataError, match="unlabelled"):
+        make(
+            str(tmp_path / "course"),
+            tmp_path,
+            splits={"train": "Training", "val": None, "test": "test"},
+            val_fraction=0.5,
+        )

@@ -1,0 +1,177 @@
+"""Architectures: parameter counts, configs, forward/backward, Captum-safe activations, pretrained weights."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+from torch import nn
+
+from fer.models import MODEL_NAMES, build_model, count_parameters
+from fer.models.resnet import ResNet18, imagenet_weights_path
+from fer.models.vgg import VGG
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONFIG_FILES = sorted(CONF_DIR.glob("*.yaml"))
+
+# The configs as written, plus the options they leave at their defaults.
+VARIANTS: dict[str, dict] = {path.stem: dict(OmegaConf.load(path)) for path in CONFIG_FILES}
+VARIANTS |= {
+    "vgg16-selu": {"_target_": "fer.models.vgg.VGG", "depth": 16, "activation": "selu"},
+    "vgg19-selu-nobn": {
+        "_target_": "fer.models.vgg.VGG",
+        "depth": 19,
+        "activation": "selu",
+        "batch_norm": False,
+    },
+    "resnet18-small": {"_target_": "fer.models.resnet.ResNet18", "stem": "small"},
+    "resnet18-gray-stem": {"_target_": "fer.models.resnet.ResNet18", "gray": "stem"},
+    "resnet18-gray-stem-small": {"_target_": "fer.models.resnet.ResNet18", "gray": "stem", "stem": "small"},
+}
+
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.SELU)
+
+
+def faces(batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 1, 48, 48)
+
+
+def test_model_names_match_config_files() -> None:
+    assert sorted(MODEL_NAMES) == sorted(path.stem for path in CONFIG_FILES)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_values_are_plain(path: Path) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    assert cfg["num_classes"] == 7
+    assert all(isinstance(v, (int, float, str, bool)) for v in cfg.values()), cfg
+
+
+@pytest.mark.parametrize(("name", "expected"), [("vgg_keras", 40_372_679), ("dnn", 33_073_671)])
+def test_parameter_count(name: str, expected: int) -> None:
+    assert count_parameters(build_model(VARIANTS[name])) == expected
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_forward_backward(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.create(VARIANTS[name]))
+    logits = model(faces())
+    assert logits.shape == (2, 7)
+    logits.logsumexp(dim=1).sum().backward()
+    for param_name, p in model.named_parameters():
+        assert p.grad is not None, param_name
+        assert torch.isfinite(p.grad).all(), param_name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_activation_is_its_own_module_called_once(name: str) -> None:
+    model = build_model(VARIANTS[name]).eval()
+    activations = {n: m for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)}
+    assert activations
+    calls = dict.fromkeys(activations, 0)
+    for n, m in activations.items():
+        assert not getattr(m, "inplace", False), f"{n} is in-place"
+        m.register_forward_hook(lambda *_, n=n: calls.__setitem__(n, calls[n] + 1))
+    with torch.no_grad():
+        model(faces())
+    assert calls == dict.fromkeys(activations, 1)
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n != "dnn"])
+def test_conv_models_expose_features(name: str) -> None:
+    model = build_model(VARIANTS[name])
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    assert convs
+    # The trunk holds the model's own conv layers, not copies.
+    model_convs = {id(m) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    assert {id(m) for m in convs} <= model_convs
+
+
+def test_head_input_sizes_of_the_study() -> None:
+    assert build_model(VARIANTS["cnn4"]).classifier[0].in_features == 2304
+    assert build_model(VARIANTS["alexnet_bn"]).classifier[1].in_features == 6272
+
+
+def test_default_vgg_depths() -> None:
+    convs = {
+        d: sum(isinstance(m, nn.Conv2d) for m in build_model(VARIANTS[f"vgg{d}"]).modules()) for d in (16, 19)
+    }
+    assert convs == {16: 13, 19: 16}
+
+
+def test_vgg_selu_uses_alpha_dropout_and_lecun_init() -> None:
+    torch.manual_seed(0)
+    model = build_model(VARIANTS["vgg16-selu"])
+    assert any(isinstance(m, nn.AlphaDropout) for m in model.modules())
+    assert not any(type(m) is nn.Dropout for m in model.modules())
+    conv = model.features[-3]  # last conv: 512 * 3 * 3 inputs
+    assert isinstance(conv, nn.Conv2d)
+    assert conv.weight.std().item() == pytest.approx((512 * 9) ** -0.5, rel=0.02)
+
+
+def test_resnet_small_stem_keeps_resolution() -> None:
+    model = ResNet18(stem="small").eval()
+    with torch.no_grad():
+        assert model.features(faces()).shape == (2, 512, 6, 6)
+        assert ResNet18().eval().features(faces()).shape == (2, 512, 2, 2)
+
+
+def test_pretrained_without_cache_file_says_where_to_put_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    expected = os.path.join(str(tmp_path), "checkpoints", "resnet18-f37072fd.pth")
+    assert imagenet_weights_path() == expected
+    with pytest.raises(FileNotFoundError) as excinfo:
+        ResNet18(pretrained=True)
+    assert expected in str(excinfo.value)
+    assert torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url in str(excinfo.value)
+
+
+@pytest.fixture
+def fake_imagenet_weights(tmp_path: Path, monkeypatch) -> dict[str, torch.Tensor]:
+    """A random torchvision resnet18 state_dict placed where the ImageNet weights would be cached."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18().state_dict()
+    os.makedirs(tmp_path / "checkpoints")
+    torch.save(state, imagenet_weights_path())
+    return state
+
+
+def test_pretrained_replicate_loads_every_trunk_weight(fake_imagenet_weights: dict) -> None:
+    model = ResNet18(pretrained=True)
+    own = model.state_dict()
+    for key, value in fake_imagenet_weights.items():
+        if not key.startswith("fc."):
+            assert torch.equal(own[key], value), key
+    assert model.fc[1].out_features == 7
+
+
+def test_pretrained_gray_stem_sums_conv1_over_rgb(fake_imagenet_weights: dict) -> None:
+    model = ResNet18(pretrained=True, gray="stem").eval()
+    rgb = fake_imagenet_weights["conv1.weight"]
+    assert torch.allclose(model.conv1.weight, rgb.sum(dim=1, keepdim=True))
+    assert torch.equal(model.layer4[1].conv2.weight, fake_imagenet_weights["layer4.1.conv2.weight"])
+    # A 1-channel stem on gray faces matches the pretrained model on the faces replicated to RGB.
+    replicated = ResNet18(pretrained=True, gray="replicate").eval()
+    x = faces()
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), replicated.features(x), atol=1e-4)
+
+
+def test_pretrained_small_stem_warns_and_reinitializes_conv1(fake_imagenet_weights: dict) -> None:
+    with pytest.warns(UserWarning, match="conv1 is randomly initialized"):
+        model = ResNet18(pretrained=True, stem="small")
+    assert model.conv1.weight.shape == (64, 3, 3, 3)
+    assert torch.equal(model.layer1[0].conv1.weight, fake_imagenet_weights["layer1.0.conv1.weight"])
+
+
+def test_invalid_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="gray"):
+        ResNet18(gray="rgb")
+    with pytest.raises(ValueError, match="depth"):
+        VGG(depth=11)
+    with pytest.raises(ValueError, match="activation"):
+        VGG(activation="gelu")

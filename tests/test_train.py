@@ -1,0 +1,149 @@
+"""End-to-end training runs on small synthetic data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer.module import FERModule
+from fer.train import run
+from tests.conftest import FAST, ROOT
+
+
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch cnn4 run shared by the tests that only read its outputs."""
+    from tests.conftest import compose_config
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = compose_config("train", [*FAST, "trainer.max_epochs=2", "seed=0"], run_dir)
+    value = run(cfg)
+    return run_dir, value, cfg
+
+
+def test_run_writes_every_file_with_sane_metrics(trained):
+    run_dir, value, cfg = trained
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "history.png",
+        "confusion.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["best"]["epoch"] in (0, 1)
+    assert 0 <= metrics["test"]["test/acc"] <= 1 and metrics["test_split"] == "PrivateTest"
+    assert metrics["params"] > 1_000_000 and metrics["fit_time_s"] > 0
+    assert value == pytest.approx(metrics["best"]["val/acc_best"])
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(
+        float(r["train/loss"]) > 0 and 0 <= float(r["val/acc"]) <= 1 and float(r["lr"]) > 0 for r in rows
+    )
+    # Two epochs of cnn4 on easy faces: loss falls.
+    assert float(rows[1]["train/loss"]) < float(rows[0]["train/loss"])
+
+
+def test_checkpoint_loads_weights_only_and_rebuilds_without_arguments(trained):
+    run_dir, _, _ = trained
+    path = run_dir / "checkpoints/best.ckpt"
+    state = torch.load(path, weights_only=True)
+    assert state["hyper_parameters"]["model"]["_target_"] == "fer.models.cnn4.CNN4"
+    model = FERModule.load_from_checkpoint(path, map_location="cpu").eval()
+    images = torch.rand(3, 1, 48, 48) * 255
+    again = FERModule.load_from_checkpoint(path, map_location="cpu").eval()
+    with torch.no_grad():
+        assert torch.equal(model(images), again(images))
+    assert model.normalizer.mode == "standardize" and model.normalizer.std > 0
+
+
+def test_seed_zero_is_deterministic(train_config, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = train_config(*FAST, "debug=fast", "seed=0", "aug=strong", run_dir=tmp_path / name)
+        run(cfg)
+        runs.append(history(tmp_path / name))
+    assert runs[0] == runs[1]
+
+
+def test_resume_from_last_continues_at_the_next_epoch(train_config, tmp_path):
+    run_dir = tmp_path / "resumed"
+    run(train_config(*FAST, "debug=fast", "trainer.max_epochs=1", run_dir=run_dir))
+    first = history(run_dir)
+    run(train_config(*FAST, "debug=fast", "trainer.max_epochs=2", "ckpt_path=last", run_dir=run_dir))
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert rows[0] == first[0]
+
+
+def test_resume_without_checkpoint_says_where_it_looked(train_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no last\\*.ckpt in .*checkpoints"):
+        run(train_config(*FAST, "debug=fast", "ckpt_path=last"))
+    assert "FileNotFoundError" in (tmp_path / "run/error.txt").read_text()
+
+
+def test_user_command_resnet18_strong_aug(tmp_path):
+    run_dir = tmp_path / "cli"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "model=resnet18",
+        "aug=strong",
+        "debug=fast",
+        "data=synthetic",
+        "data.path='synthetic://300?seed=1'",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={tmp_path}/cache",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["params"] > 11_000_000  # a ResNet18
+    assert (run_dir / ".hydra/config.yaml").is_file()
+
+
+def test_wandb_offline_writes_run_with_images(train_config, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run(train_config(*FAST, "debug=fast", "logger=wandb"))
+    run_dir = tmp_path / "run"
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    images = sorted(p.name.split("_")[0] for p in offline[0].glob("files/media/images/figures/*.png"))
+    assert images == ["confusion", "history"]
+    assert (run_dir / "wandb_id.txt").read_text().strip() in offline[0].name
+
+
+@pytest.mark.slow
+def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "trainer=ddp_cpu",
+        "debug=fast",
+        "data.path='synthetic://300?seed=1'",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={tmp_path}/cache",
+        "callbacks.rich_progress_bar=null",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.glob("**/metrics.json")) == ["metrics.json"]
+    assert len(list(run_dir.glob("**/config.yaml"))) == 2  # ours and Hydra's .hydra/config.yaml, once each
+    assert len(list(run_dir.glob("**/history.png"))) == 1
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2

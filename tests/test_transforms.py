@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from fer.data.transforms import BatchAugment, Normalizer
+
+
+def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 48, 48), generator=g).float()
+
+
+def test_normalizer_modes():
+    x = batch()
+    assert torch.equal(Normalizer("none")(x), x)
+    assert torch.allclose(Normalizer("unit")(x), x / 255)
+    z = Normalizer("standardize", mean=100.0, std=50.0)(x)
+    assert torch.allclose(z, (x - 100) / 50)
+    per_image = Normalizer("per_image")(x)
+    assert per_image.mean(dim=(1, 2, 3)).abs().max() < 1e-4
+    assert torch.allclose(per_image.std(dim=(1, 2, 3)), torch.ones(len(x)), atol=1e-4)
+
+
+def test_normalizer_rejects_unknown_mode_and_bad_std():
+    with pytest.raises(ValueError, match="normalization 'zscore'"):
+        Normalizer("zscore")
+    with pytest.raises(ValueError, match="positive pixel std"):
+        Normalizer("standardize", mean=0.0, std=0.0)
+
+
+def test_no_augmentation_is_identity():
+    x = batch()
+    aug = BatchAugment()
+    assert aug.is_identity
+    assert aug(x) is x
+
+
+def test_flip_always_mirrors_exactly():
+    x = batch()
+    assert torch.allclose(BatchAugment(hflip=1.0)(x), x.flip(-1), atol=1e-2)
+
+
+def test_pad_crop_is_an_integer_shift_with_zero_fill():
+    torch.manual_seed(0)
+    x = batch(32)
+    y = BatchAugment(pad_crop=4)(x)
+    for img, out in zip(x, y):
+        # Find the shift that reproduces the output exactly.
+        matches = []
+        for dy in range(-4, 5):
+            for dx in range(-4, 5):
+                padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+                crop = padded[:, 4 + dy : 4 + dy + 48, 4 + dx : 4 + dx + 48]
+                if torch.allclose(crop, out, atol=1e-2):
+                    matches.append((dy, dx))
+        assert len(matches) == 1
+
+
+def test_strong_augmentation_keeps_shape_dtype_range_and_varies_per_image():
+    torch.manual_seed(0)
+    x = batch(16)
+    same = x[:1].expand(16, -1, -1, -1).clone()
+    aug = BatchAugment(hflip=0.5, rotation=30, pad_crop=4, brightness=0.1, contrast=0.1)
+    y = aug(same)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 255
+    # Sixteen copies of one image come out as sixteen different images.
+    flat = y.flatten(1)
+    assert torch.cdist(flat, flat).fill_diagonal_(math.inf).min() > 1.0
+
+
+def test_photometric_jitter_stays_within_bounds():
+    torch.manual_seed(0)
+    x = torch.full((64, 1, 48, 48), 100.0)
+    y = BatchAugment(brightness=0.1)(x)
+    means = y.mean(dim=(1, 2, 3))
+    assert means.min() >= 90 - 1e-3 and means.max() <= 110 + 1e-3
+    assert means.std() > 2  # really jittered

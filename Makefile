@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Train cnn4 on synthetic faces (CPU, a couple of minutes); everything lands in outputs/demo/.
 demo: $(STAMP)
-	$(PY) -m fer.demo
+	rm -rf outputs/demo
+	$(PY) train.py experiment=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

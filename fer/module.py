@@ -60,6 +60,10 @@ class FERModule(pl.LightningModule):
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
         self.val_acc_best = MaxMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion_counts: torch.Tensor | None = None
+        # The whole run's config (plain dict), stored beside the weights so that a checkpoint alone
+        # says which data and setup produced it; not a hyperparameter of the network.
+        self.run_config: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalizer(images))
@@ -90,9 +94,11 @@ class FERModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log_dict(metrics, prog_bar=True)
+        # Values from compute() are already synchronised across processes; sync_dist only averages
+        # identical numbers, and tells Lightning so.
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
         self.val_acc_best(metrics["val/acc"])
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         loss, preds, labels = self._step(batch)
@@ -105,8 +111,18 @@ class FERModule(pl.LightningModule):
         self.test_confusion.reset()
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
+        # compute() is a collective under DDP: every rank calls it here, and the synced counts are
+        # kept for the rank-zero code that draws them.
+        self.test_confusion_counts = self.test_confusion.compute().cpu()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get("run_config")
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=1)

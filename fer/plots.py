@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # runs write files; no display on clusters or CI
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -31,6 +32,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path) -> Pa
             values = [row.get(f"{stage}/{metric}", np.nan) for row in history]
             ax.plot(epochs, values, style, markersize=3, label=stage)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy" if metric == "acc" else "cross-entropy loss")
         ax.set_title(f"{'Accuracy' if metric == 'acc' else 'Loss'}: train vs validation")
         ax.grid(alpha=0.3)
@@ -42,18 +44,20 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str], path: str | P
     """Counts and row-normalised rates side by side, true class on rows."""
     counts = np.asarray(counts)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
-    for ax, matrix, name, fmt in (
-        (axes[0], counts, "counts", "d"),
-        (axes[1], rates, "share of true class", ".2f"),
-    ):
-        im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=matrix.max() if matrix.max() > 0 else 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.4), gridspec_kw={"wspace": 0.35})
+    panels = (
+        (axes[0], counts, "counts", "d", max(counts.max(), 1)),
+        (axes[1], rates, "share of true class", ".2f", 1),
+    )
+    for ax, matrix, name, fmt, vmax in panels:
+        # Rates share one 0..1 scale so figures of different runs compare at a glance.
+        im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
         ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
         ax.set_yticks(range(len(class_names)), class_names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name)
-        threshold = matrix.max() / 2
+        threshold = vmax / 2
         for i, j in np.ndindex(matrix.shape):
             ax.text(
                 j,

@@ -85,9 +85,8 @@ def save_run_files(run_dir: Path, module: FERModule, trainer: pl.Trainer, metric
     tmp.replace(run_dir / "metrics.json")
     figures = {}
     if metrics["test"]:
-        counts = module.test_confusion.compute().cpu().numpy()
         figures["confusion"] = plot_confusion(
-            counts,
+            metrics["test_confusion"],
             module.class_names,
             run_dir / "confusion.png",
             title=f"Test confusion ({metrics['test_split']})",
@@ -121,6 +120,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> float | None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg, run_dir), logger=build_loggers(cfg, run_dir) or False
     )
@@ -143,6 +143,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> float | None:
         "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val/")},
         "test": {k: float(v) for k, v in test.items()},
         "test_split": datamodule.splits.get("test"),
+        "test_confusion": None
+        if module.test_confusion_counts is None
+        else module.test_confusion_counts.tolist(),
         "epochs": len(history),
         "fit_time_s": round(fit_time, 2),
         "time_per_epoch_s": round(fit_time / max(len(history), 1), 3),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fer.data import read_dataset
 from fer.module import FERModule
 from fer.train import run
 from tests.conftest import FAST, ROOT
@@ -46,6 +47,8 @@ def test_run_writes_every_file_with_sane_metrics(trained):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["best"]["epoch"] in (0, 1)
     assert 0 <= metrics["test"]["test/acc"] <= 1 and metrics["test_split"] == "PrivateTest"
+    n_test = int((read_dataset("synthetic://700?seed=0").split == "PrivateTest").sum())
+    assert sum(map(sum, metrics["test_confusion"])) == n_test
     assert metrics["params"] > 1_000_000 and metrics["fit_time_s"] > 0
     assert value == pytest.approx(metrics["best"]["val/acc_best"])
     rows = history(run_dir)
@@ -62,7 +65,9 @@ def test_checkpoint_loads_weights_only_and_rebuilds_without_arguments(trained):
     path = run_dir / "checkpoints/best.ckpt"
     state = torch.load(path, weights_only=True)
     assert state["hyper_parameters"]["model"]["_target_"] == "fer.models.cnn4.CNN4"
+    assert state["run_config"]["data"]["path"] == "synthetic://700?seed=0"
     model = FERModule.load_from_checkpoint(path, map_location="cpu").eval()
+    assert model.run_config["model"] == state["hyper_parameters"]["model"]
     images = torch.rand(3, 1, 48, 48) * 255
     again = FERModule.load_from_checkpoint(path, map_location="cpu").eval()
     with torch.no_grad():
@@ -147,3 +152,8 @@ def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
     assert len(list(run_dir.glob("**/config.yaml"))) == 2  # ours and Hydra's .hydra/config.yaml, once each
     assert len(list(run_dir.glob("**/history.png"))) == 1
     assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
+    # Test metrics are synchronised: the confusion matrix counts the whole test split, not one rank's half
+    # (the distributed sampler may repeat one image to even out the ranks).
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    n_test = int((read_dataset("synthetic://300?seed=1").split == "PrivateTest").sum())
+    assert sum(map(sum, metrics["test_confusion"])) in (n_test, n_test + 1)

@@ -5,7 +5,8 @@ coverage is evaluated on the pixel grids of a chunk of images at once. The expre
 facial action parameters (after FACS) added to the face's rest geometry, and `masks` marks the regions
 those parameters act in, so an attribution method that reads the expression should point inside them.
 
-Only IEEE-exact float64 operations (+, -, *, /, sqrt, comparisons) touch pixels and the image is
+Only IEEE-exact float64 operations (+, -, *, /, sqrt, comparisons) touch pixels, all random numbers are
+uniform draws from PCG64 (no libm exp/log, whose last bit may differ between machines), and the image is
 quantized once at the end, so an (n, seed) pair gives the same bytes on any machine.
 """
 
@@ -59,7 +60,7 @@ PROTOTYPES = np.array(
 # du^4 + dv^4 <= 1) in face units: u across the face from the midline, v down from the eye line. They
 # hold their features over the whole range of ACTION_UNITS; paired ones are mirrored across u = 0.
 REGIONS: dict[str, tuple[float, float, float, float]] = {
-    "brows": (6.6, -9.1, 6.0, 4.8),
+    "brows": (6.6, -9.1, 5.8, 4.8),
     "inner_brows": (3.8, -9.6, 4.0, 4.4),
     "eyes": (6.5, -3.2, 4.6, 3.8),
     "nose": (0.0, 2.8, 4.0, 5.4),
@@ -100,7 +101,9 @@ class FaceParams:
         return len(self.labels)
 
     def take(self, index: slice | np.ndarray) -> FaceParams:
-        return FaceParams(self.labels[index], self.expression[index], {k: v[index] for k, v in self.face.items()})
+        return FaceParams(
+            self.labels[index], self.expression[index], {k: v[index] for k, v in self.face.items()}
+        )
 
 
 def apportion(n: int, weights: Sequence[float]) -> np.ndarray:
@@ -165,7 +168,8 @@ def sample_params(labels: np.ndarray, rng: np.random.Generator) -> FaceParams:
         "lip_l": u(1.0, 1.5),
         "hairline": u(-13.5, -10.5),
         "hair_part": u(0.0, 0.25),  # hairline slope: the side it falls to is what a flip changes
-        "long_hair": (rng.random(n) < 0.4).astype(np.float64),
+        "hair_length": np.where(rng.random(n) < 0.4, 17.0, -3.0),  # v where the hair ends
+        "hair_volume": u(0.8, 2.0),  # how far the hair stands off the head
         # tones in [0, 1]
         "skin": u(0.45, 0.85),
         "hair": u(0.03, 0.45),
@@ -190,32 +194,39 @@ def sample_params(labels: np.ndarray, rng: np.random.Generator) -> FaceParams:
     active = proto != 0
     # Neutral faces still vary in the regions where the absence of expression is read.
     active[labels == CLASS_NAMES.index("Neutral")] = [a != "nose_wrinkle" for a in ACTION_UNITS]
-    intensity = u(0.35, 1.3)[:, None]
-    jitter = rng.normal(0.0, 1.0, proto.shape) * (0.15 + 0.2 * np.abs(proto)) * active
+    intensity = u(0.45, 1.3)[:, None]
+    jitter = u(-1.7, 1.7, proto.shape) * (0.15 + 0.2 * np.abs(proto)) * active  # unit variance
     lo, hi = np.array(list(ACTION_UNITS.values())).T
     return FaceParams(labels=labels, expression=np.clip(proto * intensity + jitter, lo, hi), face=face)
 
 
-def _cover(sdf: np.ndarray, s: np.ndarray, grow: float = 0.0) -> np.ndarray:
-    """Share of each pixel inside a shape, from its signed distance in face units (1-pixel soft edge)."""
-    return np.clip(0.5 + grow * s - sdf * s, 0.0, 1.0)
+# The helpers below work in place where they can: memory traffic, not arithmetic, bounds this code.
+def _cover(sdf: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Turn a signed distance in face units into the share of each pixel inside (1-pixel soft edge), in place."""
+    sdf *= -s
+    sdf += 0.5
+    return np.clip(sdf, 0.0, 1.0, out=sdf)
 
 
 def _round(u: np.ndarray, v: np.ndarray, cu, cv, a, b) -> np.ndarray:
     """Signed distance to a roundish ellipse, scaled radially (good near the edge when a ~ b)."""
     du = (u - cu) * (1.0 / a)
+    du *= du
     dv = (v - cv) * (1.0 / b)
-    return (np.sqrt(du * du + dv * dv) - 1.0) * (0.5 * (a + b))
-
-
-def _lens(u: np.ndarray, half_width) -> np.ndarray:
-    """sqrt(1 - (u / half_width)^2), 0 beyond the ends: the profile of an ellipse's upper half."""
-    q = u * (1.0 / half_width)
-    return np.sqrt(np.maximum(1.0 - q * q, 0.0))
+    dv *= dv
+    du += dv
+    r = np.sqrt(du, out=du)
+    r -= 1.0
+    r *= 0.5 * (a + b)
+    return r
 
 
 def _paint(img: np.ndarray, alpha: np.ndarray, tone) -> None:
-    img += alpha * (tone - img)
+    """Blend tone over img with coverage alpha, in place; alpha is used up."""
+    np.subtract(1.0, alpha, out=alpha)
+    img -= tone
+    img *= alpha
+    img += tone
 
 
 def _upsample(coarse: np.ndarray) -> np.ndarray:
@@ -225,7 +236,9 @@ def _upsample(coarse: np.ndarray) -> np.ndarray:
     i0 = pos.astype(np.int64)
     f = pos - i0
     rows = coarse[:, i0, :] * (1.0 - f)[:, None] + coarse[:, i0 + 1, :] * f[:, None]
-    return rows[:, :, i0] * (1.0 - f) + rows[:, :, i0 + 1] * f
+    out = rows[:, :, i0] * (1.0 - f)
+    out += rows[:, :, i0 + 1] * f
+    return out
 
 
 def _blur(img: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -252,24 +265,49 @@ def _draw_brows_eyes(img, u, v, s, f, au) -> None:
     in_x = np.maximum(f["brow_in_x"] - 0.8 * au["brow_together"], 0.9)
     ex = f["brow_out_x"] - in_x
     ey = f["brow_tilt"] - au["brow_outer_up"]
+    # t: where the pixel projects onto the inner-outer chord (0 inner, 1 outer); (du, dv) becomes the
+    # pixel's offset from the brow's centre line at t.
     du, dv = au_ - in_x, v - f["brow_y"]
-    t = np.clip((du * ex + dv * ey) * (1.0 / (ex * ex + ey * ey)), 0.0, 1.0)
-    bu = du - t * ex
+    t = du * (ex / (ex * ex + ey * ey))
+    t += dv * (ey / (ex * ex + ey * ey))
+    np.clip(t, 0.0, 1.0, out=t)
     rest = 1.0 - t
-    bv = dv - t * ey + (4.0 * f["brow_arch"]) * (t * rest) + au["brow_inner_up"] * (rest * rest * rest)
-    _paint(img, _cover(np.sqrt(bu * bu + bv * bv) + (0.4 * f["brow_thick"]) * t, s, f["brow_thick"]), 0.8 * f["hair"])
+    du -= t * ex
+    dv -= t * ey
+    dv += (4.0 * f["brow_arch"]) * (t * rest)
+    rest *= rest * rest
+    dv += au["brow_inner_up"] * rest
+    du *= du
+    dv *= dv
+    du += dv
+    dist = np.sqrt(du, out=du)
+    dist += (0.4 * f["brow_thick"]) * t
+    dist -= f["brow_thick"]
+    _paint(img, _cover(dist, s), 0.8 * f["hair"])
 
     # Eyes: an almond between the upper and lower lid curves, with a dark rim, light sclera, dark iris.
     hu = np.maximum(f["eye_hu"] + 0.9 * au["upper_lid_up"], 0.3)
     hl = np.maximum(f["eye_hl"] - 1.1 * au["lower_lid_up"], 0.2)
     du, dv = au_ - f["eye_x"], v - f["eye_y"]
-    lens = _lens(du, f["eye_w"])
-    sdf = np.maximum(np.maximum(-dv - hu * lens, dv - hl * lens), np.abs(du) - f["eye_w"])
-    _paint(img, _cover(sdf, s, 0.4), 0.3 * f["hair"] + 0.05)
+    lens = du * (1.0 / f["eye_w"])
+    lens *= lens
+    np.subtract(1.0, lens, out=lens)
+    np.maximum(lens, 0.0, out=lens)
+    np.sqrt(lens, out=lens)
+    sdf = np.maximum(-dv - hu * lens, dv - hl * lens)
+    np.maximum(sdf, np.abs(du) - f["eye_w"], out=sdf)
+    _paint(img, _cover(sdf - 0.4, s), 0.3 * f["hair"] + 0.05)
     sclera = _cover(sdf, s)
-    _paint(img, sclera, np.minimum(f["skin"] + 0.25, 0.95))
     dv -= 0.1
-    _paint(img, sclera * _cover(np.sqrt(du * du + dv * dv), s, 1.5), 0.1)
+    du *= du
+    dv *= dv
+    du += dv
+    iris = np.sqrt(du, out=du)
+    iris -= 1.5
+    iris = _cover(iris, s)
+    iris *= sclera
+    _paint(img, sclera, np.minimum(f["skin"] + 0.25, 0.95))
+    _paint(img, iris, 0.1)
 
 
 def _draw_nose(img, u, v, s, f, au) -> None:
@@ -278,35 +316,50 @@ def _draw_nose(img, u, v, s, f, au) -> None:
     nose_y = f["nose_y"] - 0.7 * wrinkle
     _paint(img, 0.6 * _cover(_round(u, v, 0.0, nose_y - 0.9, 2.6, 1.7), s), 0.85 * f["skin"])
     flare = 1.0 + 0.3 * wrinkle
-    nostril = (au_ - 1.6 * flare) * (1.0 / flare)
-    dv = (v - nose_y) * (1.0 / 0.55)
-    _paint(img, _cover(np.sqrt(nostril * nostril + dv * dv) - 1.0, s * 0.55), 0.35 * f["skin"])
+    _paint(img, _cover(_round(au_, v, 1.6 * flare, nose_y, flare, 0.55), s), 0.35 * f["skin"])
     # Wrinkle lines across the bridge, bowed like it, as dark as the wrinkle is strong.
-    bow = 0.08 * u * u
+    bowed = 0.08 * (u * u)
+    bowed += v
+    sides = au_ - 2.1
     strength = np.minimum(0.8 * wrinkle, 1.0)
     for line_v in (-0.8, 0.9):
-        line = np.maximum(np.abs(v + bow - line_v), au_ - 2.1)
-        _paint(img, strength * _cover(line, s, 0.3), 0.55 * f["skin"])
+        line = np.abs(bowed - line_v)
+        np.maximum(line, sides, out=line)
+        line -= 0.3
+        alpha = _cover(line, s)
+        alpha *= strength
+        _paint(img, alpha, 0.55 * f["skin"])
 
 
 def _draw_mouth(img, u, v, s, f, au) -> None:
     # Lip edges as curves over u: bent by the corners, parted by opening and by a raised upper lip.
     width = f["mouth_w"] + au["mouth_stretch"]
-    q = u * (1.0 / width)
-    q2 = np.minimum(q * q, 1.0)
-    base = f["mouth_y"] - (f["mouth_curve"] + au["lip_corner_up"]) * q2
+    q2 = u * (1.0 / width)
+    q2 *= q2
+    np.minimum(q2, 1.0, out=q2)
     lens = np.sqrt(1.0 - q2)
+    base = q2
+    base *= -(f["mouth_curve"] + au["lip_corner_up"])
+    base += f["mouth_y"]
     top = base - (au["upper_lip_up"] + 0.25 * au["mouth_open"]) * lens
     bottom = base + au["mouth_open"] * lens
     ends = np.abs(u) - width
     press = 1.0 - 0.8 * au["lip_press"]
-    lips = np.maximum(np.maximum(top - (f["lip_u"] * press) * lens - v, v - bottom - (f["lip_l"] * press) * lens), ends)
+    above, below = top - v, v - bottom
+    lips = np.maximum(above - (f["lip_u"] * press) * lens, below - (f["lip_l"] * press) * lens)
+    np.maximum(lips, ends, out=lips)
     _paint(img, _cover(lips, s), 0.72 * f["skin"])
-    gap = np.maximum(np.maximum(top - v, v - bottom), ends)
-    _paint(img, _cover(gap, s, 0.4), 0.12)  # a closed mouth is still a dark line
+    gap = np.maximum(above, below)
+    np.maximum(gap, ends, out=gap)
+    _paint(img, _cover(gap - 0.4, s), 0.12)  # a closed mouth is still a dark line
     # Teeth fill the upper part of an opening at least half a pixel high.
-    shown = np.clip(bottom - top - 0.5, 0.0, 1.0)
-    _paint(img, _cover(gap, s) * _cover(v - top - np.minimum(0.45 * (bottom - top), 1.2), s) * shown, 0.9)
+    height = bottom - top
+    teeth = _cover(gap, s)
+    teeth *= np.clip(height - 0.5, 0.0, 1.0)
+    height *= 0.45
+    np.minimum(height, 1.2, out=height)
+    teeth *= _cover(-above - height, s)
+    _paint(img, teeth, 0.9)
 
 
 # Each feature group is drawn in a window around it, sized for the largest scale and rotation to hold the
@@ -330,6 +383,32 @@ _FEATURES = (
 )
 _WINDOWS = [_window(regions) for _, regions in _FEATURES]
 
+# Class masks are looked up per pixel in templates over face coordinates: cells of 1 / _MASK_RES face
+# units covering |u| <= _MASK_U, _MASK_V[0] <= v <= _MASK_V[1], with an empty border for everything
+# outside.
+_MASK_RES = 4
+_MASK_U = 14.0
+_MASK_V = (-15.0, 20.0)
+
+
+def _mask_templates() -> np.ndarray:
+    cols = np.arange(int(2 * _MASK_U * _MASK_RES)) + 0.5
+    rows = np.arange(int((_MASK_V[1] - _MASK_V[0]) * _MASK_RES)) + 0.5
+    u, v = cols[None, :] / _MASK_RES - _MASK_U, rows[:, None] / _MASK_RES + _MASK_V[0]
+    inside = {}
+    for name, (cu, cv, a, b) in REGIONS.items():
+        du = ((np.abs(u) if name in PAIRED else u) - cu) / a
+        dv = (v - cv) / b
+        du, dv = du * du, dv * dv  # squared twice by multiplying, not by pow(), to stay exact
+        inside[name] = du * du + dv * dv <= 1.0
+    templates = np.array([np.logical_or.reduce([inside[r] for r in CLASS_REGIONS[c]]) for c in CLASS_NAMES])
+    templates[:, [0, -1], :] = False
+    templates[:, :, [0, -1]] = False
+    return templates
+
+
+_TEMPLATES = _mask_templates()
+
 
 def _render_chunk(p: FaceParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     c = len(p)
@@ -350,49 +429,64 @@ def _render_chunk(p: FaceParams, rng: np.random.Generator) -> tuple[np.ndarray, 
     u, v = face_coords(x, y)
 
     # Background: tone, coarse texture and clutter boxes, in image coordinates.
-    img = f["bg"] + f["bg_texture"] * _upsample(rng.normal(0.0, 1.0, (c, _TEXTURE, _TEXTURE)))
+    img = _upsample(rng.uniform(-1.7, 1.7, (c, _TEXTURE, _TEXTURE)))
+    img *= f["bg_texture"]
+    img += f["bg"]
     for k in range(_CLUTTER):
         across = np.clip(f["clut_a"][:, k] + 0.5 - np.abs(x - f["clut_x"][:, k]), 0.0, 1.0)
         down = np.clip(f["clut_b"][:, k] + 0.5 - np.abs(y - f["clut_y"][:, k]), 0.0, 1.0)
         _paint(img, across * down, f["clut_tone"][:, k])
 
-    # Hair behind the head (cut at the ears when short), neck, and the shaded face below the hairline.
-    a, b, skin, long_hair = f["head_a"], f["head_b"], f["skin"], f["long_hair"]
-    hair = _round(u, v, 0.0, -1.0 - long_hair, a + 1.2 + 2.3 * long_hair, b + 1.0 + 0.5 * long_hair)
-    _paint(img, _cover(np.maximum(hair, v - (20.0 * long_hair - 3.0)), s), f["hair"])
-    _paint(img, _cover(np.maximum(np.abs(u) - 7.5, 12.0 - v), s), 0.8 * skin)
-    du, dv = u * (1.0 / a), v * (1.0 / b)
+    # Head: the hair is its outline grown (to below the chin when long, to the ears when short); the
+    # face shows below the hairline, shaded darker toward its edge.
+    a, b, skin = f["head_a"], f["head_b"], f["skin"]
+    du = u * (1.0 / a)
     du *= du
-    r2 = du + dv * dv
-    hairline = f["hairline"] + f["hair_part"] * u + 4.0 * du
-    head = np.maximum((np.sqrt(r2) - 1.0) * (0.5 * (a + b)), hairline - v)
-    _paint(img, _cover(head, s), skin * 1.05 - (0.3 * skin) * r2)
+    r2 = v * (1.0 / b)
+    r2 *= r2
+    r2 += du
+    head = np.sqrt(r2)
+    head -= 1.0
+    head *= 0.5 * (a + b)
+    grow = f["hair_volume"] + (f["hair_length"] > 0) * 2.0  # long hair falls wider
+    _paint(img, _cover(np.maximum(head - grow, v - f["hair_length"]), s), f["hair"])
+    hairline = f["hair_part"] * u
+    hairline += f["hairline"]
+    du *= 4.0
+    hairline += du
+    hairline -= v
+    np.maximum(head, hairline, out=head)
+    shade = r2
+    shade *= -0.3 * skin
+    shade += 1.05 * skin
+    _paint(img, _cover(head, s), shade)
 
-    # Features and their class regions, each in its window.
+    # Features, each in its window.
     img = np.ascontiguousarray(img)
-    masks = np.zeros(img.shape, dtype=bool)
-    flat_img, flat_masks = img.reshape(-1), masks.reshape(-1)
-    uses = np.array([[r in CLASS_REGIONS[name] for r in REGIONS] for name in CLASS_NAMES])[p.labels]
+    flat_img = img.reshape(-1)
     image = np.arange(c)[:, None, None]
-    for (draw, regions), (vc, width, height) in zip(_FEATURES, _WINDOWS):
-        ox = np.clip(np.floor(p.face["cx"] - (s * sin)[:, 0, 0] * vc) - (width - 1) // 2, 0, IMAGE_SIZE - width)
-        oy = np.clip(np.floor(p.face["cy"] + (s * cos)[:, 0, 0] * vc) - (height - 1) // 2, 0, IMAGE_SIZE - height)
-        wx = ox[:, None, None] + np.arange(width, dtype=np.float64)
-        wy = oy[:, None, None] + np.arange(height, dtype=np.float64)[:, None]
+    for draw, (vc, width, height) in zip((d for d, _ in _FEATURES), _WINDOWS):
+        # Centred on the image position of the face point (0, vc), shifted inside the image if need be.
+        x0 = np.floor(p.face["cx"] - vc * (s * sin).ravel()) - (width - 1) // 2
+        y0 = np.floor(p.face["cy"] + vc * (s * cos).ravel()) - (height - 1) // 2
+        wx = np.clip(x0, 0, IMAGE_SIZE - width)[:, None, None] + np.arange(width, dtype=np.float64)
+        wy = np.clip(y0, 0, IMAGE_SIZE - height)[:, None, None] + np.arange(height, dtype=np.float64)[:, None]
         index = (image * IMAGE_SIZE + wy.astype(np.int64)) * IMAGE_SIZE + wx.astype(np.int64)
-        wu, wv = face_coords(wx, wy)
         patch = flat_img[index]
-        draw(patch, wu, wv, s, f, au)
+        draw(patch, *face_coords(wx, wy), s, f, au)
         flat_img[index] = patch
-        region_mask = flat_masks[index]
-        for region in regions:
-            cu, cv, ra, rb = REGIONS[region]
-            du = ((np.abs(wu) if region in PAIRED else wu) - cu) * (1.0 / ra)
-            dv = (wv - cv) * (1.0 / rb)
-            du *= du
-            dv *= dv
-            region_mask |= (du * du + dv * dv <= 1.0) & uses[:, list(REGIONS).index(region), None, None]
-        flat_masks[index] = region_mask
+
+    # Class masks: the template cell under each pixel (coordinates clipped onto the empty border).
+    rows, cols = _TEMPLATES.shape[1:]
+    col = u + _MASK_U
+    col *= _MASK_RES
+    np.clip(col, 0.0, cols - 1.0, out=col)
+    row = v - _MASK_V[0]
+    row *= _MASK_RES
+    np.clip(row, 0.0, rows - 1.0, out=row)
+    cell = (p.labels[:, None, None] * rows + row.astype(np.int64)) * cols
+    cell += col.astype(np.int64)
+    masks = _TEMPLATES.reshape(-1)[cell]
 
     # Imaging: blur, then lighting gradient, contrast and brightness (blur and a smooth gain commute
     # closely enough), sensor noise, and one rounding (+0.5 here, truncation below).
@@ -400,16 +494,21 @@ def _render_chunk(p: FaceParams, rng: np.random.Generator) -> tuple[np.ndarray, 
     gain = 255.0 * f["contrast"]
     img *= gain + (gain * f["light_x"]) * ((x - 23.5) / 24.0) + (gain * f["light_y"]) * ((y - 23.5) / 24.0)
     img += 255.0 * (0.5 + f["brightness"]) - 0.5 * gain + 0.5
-    img += rng.integers(-128, 128, img.shape, dtype=np.int8) * (255.0 / 128.0 * f["noise"])
-    return np.clip(img, 0.0, 255.5).astype(np.uint8), masks
+    noise = rng.integers(-128, 128, img.shape, dtype=np.int8) * (255.0 / 128.0 * f["noise"])
+    img += noise
+    return np.clip(img, 0.0, 255.5, out=img).astype(np.uint8), masks
 
 
 def render(params: FaceParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (n, 48, 48) and class-region masks bool (n, 48, 48); rng feeds texture and noise."""
-    out = [_render_chunk(params.take(slice(i, i + _CHUNK)), rng) for i in range(0, len(params), _CHUNK)]
-    empty = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE))
-    images = np.concatenate([o[0] for o in out]) if out else empty.astype(np.uint8)
-    masks = np.concatenate([o[1] for o in out]) if out else empty.astype(bool)
+    # glibc hands a freed heap top back to the OS past M_TRIM_THRESHOLD and page-faults it in again for
+    # the next temporary, which in a fresh process doubled the time per image. Allocating and freeing one
+    # large (mmapped) block raises that threshold to twice its size for the rest of the process.
+    np.empty(16 << 20, dtype=np.uint8)
+    images = np.empty((len(params), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    masks = np.empty(images.shape, dtype=bool)
+    for i in range(0, len(params), _CHUNK):
+        images[i : i + _CHUNK], masks[i : i + _CHUNK] = _render_chunk(params.take(slice(i, i + _CHUNK)), rng)
     return images, masks
 
 
@@ -421,7 +520,9 @@ def generate(
         raise ValueError(f"n must be >= 0, got {n}")
     if balanced and class_freqs is not None:
         raise ValueError("pass either balanced=True or class_freqs, not both")
-    freqs = [1.0] * NUM_CLASSES if balanced else (FER2013_TRAIN_COUNTS if class_freqs is None else class_freqs)
+    freqs = (
+        class_freqs if class_freqs is not None else [1.0] * NUM_CLASSES if balanced else FER2013_TRAIN_COUNTS
+    )
     if len(freqs) != NUM_CLASSES:
         raise ValueError(f"class_freqs needs {NUM_CLASSES} values, got {len(freqs)}")
     rng = np.random.Generator(np.random.PCG64(seed))

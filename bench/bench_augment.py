@@ -9,21 +9,12 @@ pipeline under 10% of the training step.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
+from timing import best_of
 
 from fer.data.datamodule import FERDataModule
 from fer.models.cnn4 import CNN4
-
-
-def per_call(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
@@ -59,10 +50,10 @@ def main() -> None:
         optimizer.step()
 
     n = args.batches
-    t_collate = per_call(collate, n)
-    t_float = per_call(lambda: images.float(), n)
-    t_aug = per_call(lambda: dm.augment(floats), n)
-    t_step = per_call(train_step, max(3, n // 4))
+    t_collate = best_of(n, collate)
+    t_float = best_of(n, lambda: images.float())
+    t_aug = best_of(n, lambda: dm.augment(floats))
+    t_step = best_of(max(3, n // 4), train_step)
     t_data = t_collate + t_float + t_aug
     print(f"batch of {args.batch_size}, {torch.get_num_threads()} threads")
     print(f"  collate (loader)      {t_collate * 1e3:8.2f} ms")

@@ -12,25 +12,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from fer.data.readers import read_with_status
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013-dev.csv.gz"
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Fastest of `repeats` timed calls: the least disturbed by other work on the machine."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def generate_csv(path: Path, rows: int = 32298, seed: int = 0) -> Path:

@@ -10,10 +10,9 @@ References, for the same number of 48x48 images in the same chunks:
 """
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
+from timing import best_of
 
 from fer.data.labels import IMAGE_SIZE
 from fer.data.synthetic import _CHUNK, generate
@@ -38,15 +37,6 @@ def random_fill(n: int, seed: int = 0) -> np.ndarray:
     )
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000)
@@ -54,9 +44,9 @@ def main() -> None:
     args = parser.parse_args()
 
     generate(256)  # warm-up: imports, allocator
-    t_gen = best_time(lambda: generate(args.n), args.repeats)
-    t_oval = best_time(lambda: ovals(args.n), args.repeats)
-    t_rand = best_time(lambda: random_fill(args.n), args.repeats)
+    t_gen = best_of(args.repeats, lambda: generate(args.n))
+    t_oval = best_of(args.repeats, lambda: ovals(args.n))
+    t_rand = best_of(args.repeats, lambda: random_fill(args.n))
     print(f"generate({args.n}): {t_gen:.2f} s, {args.n / t_gen:,.0f} images/s (best of {args.repeats})")
     print(f"oval reference:   {t_oval:.3f} s, generate / oval   = {t_gen / t_oval:.1f}")
     print(f"random reference: {t_rand:.4f} s, generate / random = {t_gen / t_rand:.0f}")

@@ -1,0 +1,41 @@
+"""Interpretability math: attribution maps and their evaluation, feature visualization, error analysis.
+
+Models map float images (B,1,48,48) in pixel units (0..255) to (B,7) logits; results are CPU tensors
+or plain floats.
+"""
+
+from fer.interpret.activation_max import dataset_max_activation, dead_filters, maximize_activation
+from fer.interpret.attribution import METHODS, attribute
+from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
+from fer.interpret.evaluation import (
+    deletion_auc,
+    evaluate_methods,
+    mask_fraction,
+    mass_inside,
+    pointing_game,
+    random_deletion_auc,
+    randomization_check,
+)
+from fer.interpret.features import channel_activations, feature_maps, top_exemplars
+
+__all__ = [
+    "METHODS",
+    "attribute",
+    "channel_activations",
+    "confusion",
+    "dataset_max_activation",
+    "dead_filters",
+    "deletion_auc",
+    "evaluate_methods",
+    "feature_maps",
+    "mask_fraction",
+    "mass_inside",
+    "maximize_activation",
+    "most_confident_mistakes",
+    "most_confused_pairs",
+    "per_class_report",
+    "pointing_game",
+    "random_deletion_auc",
+    "randomization_check",
+    "top_exemplars",
+]

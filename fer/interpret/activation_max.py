@@ -1,0 +1,150 @@
+"""Activation maximization: synthesize the input that most excites a filter.
+
+Captum has no feature visualization, so this is hand-written, following Olah et al. 2017 ("Feature
+Visualization", Distill): bounded pixel or decorrelated Fourier parameterization, random jitter,
+scale and rotation each step, optional total-variation and L2 penalties.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fer.data.labels import IMAGE_SIZE
+from fer.interpret.attribution import eval_mode, gradients_on, model_device
+from fer.interpret.features import channel_activations, channel_means, layer_outputs
+
+
+def _fourier_scale(size: int, device: torch.device) -> Tensor:
+    """1/f amplitude per rfft2 frequency, normalised so the image has the variance of the raw parameters."""
+    fy = torch.fft.fftfreq(size, device=device)[:, None]
+    fx = torch.fft.rfftfreq(size, device=device)[None, :]
+    scale = 1.0 / torch.sqrt(fy**2 + fx**2).clamp(min=1.0 / size)
+    return scale / scale.pow(2).mean().sqrt()
+
+
+def _logits(params: Tensor, param: str, size: int) -> Tensor:
+    """Unconstrained image (C,1,size,size) from the optimised parameters."""
+    if param == "pixel":
+        return params
+    spectrum = torch.view_as_complex(params) * _fourier_scale(size, params.device)
+    return torch.fft.irfft2(spectrum, s=(size, size), norm="ortho")
+
+
+def _init_params(n: int, param: str, size: int, generator: torch.Generator) -> Tensor:
+    if param == "pixel":
+        return torch.randn(n, 1, size, size, generator=generator)
+    if param == "fft":
+        # ortho irfft2 of unit complex noise has pixel variance ~1, like the pixel parameterization
+        return torch.randn(n, 1, size, size // 2 + 1, 2, generator=generator) / math.sqrt(2)
+    raise ValueError(f"unknown parameterization {param!r}; choose 'pixel' or 'fft'")
+
+
+def _random_transform(
+    images: Tensor, jitter: int, scale: float, rotate: float, generator: torch.Generator
+) -> Tensor:
+    """Per-image random shift (pixels), zoom (1 +- scale) and rotation (+- degrees), reflecting at borders."""
+    n, size = len(images), images.shape[-1]
+    uniform = torch.rand(n, 4, generator=generator) * 2 - 1
+    angle = uniform[:, 0] * math.radians(rotate)
+    zoom = 1 + uniform[:, 1] * scale
+    shift = (uniform[:, 2:] * (jitter + 0.5)).round() * 2 / size  # normalised coordinates
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
+
+
+class _LayerReached(Exception):
+    """Carries the hooked layer's output out of the forward pass, skipping the layers after it."""
+
+
+def _layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
+    """Output of `layer` for input `x`, with autograd (Captum's LayerActivation runs without it)."""
+
+    def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+        raise _LayerReached(output)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        model(x)
+    except _LayerReached as reached:
+        return reached.args[0]
+    finally:
+        handle.remove()
+    raise ValueError("layer is not used in the model's forward pass")
+
+
+def _total_variation(u: Tensor) -> Tensor:
+    """Mean absolute difference between neighbouring pixels, per image."""
+    dy = (u[..., 1:, :] - u[..., :-1, :]).abs().flatten(1).mean(1)
+    dx = (u[..., :, 1:] - u[..., :, :-1]).abs().flatten(1).mean(1)
+    return dy + dx
+
+
+def maximize_activation(
+    model: nn.Module,
+    layer: nn.Module,
+    channels: Sequence[int],
+    steps: int = 256,
+    lr: float = 0.05,
+    param: str = "pixel",
+    jitter: int = 2,
+    scale: float = 0.05,
+    rotate: float = 5.0,
+    tv: float = 0.0,
+    l2: float = 0.0,
+    seed: int = 0,
+    pixel_range: tuple[float, float] = (0.0, 255.0),
+) -> tuple[Tensor, Tensor]:
+    """Images (C,H,W) in pixel units maximising the mean activation of each channel, and that activation (C,).
+
+    All channels are optimised at once, one batch element each. The image is `pixel_range` squashed
+    through a sigmoid, so it is always in range. `tv` and `l2` weigh penalties on the image scaled to
+    [0,1] against the activation. The activation reported is measured on the final, untransformed image.
+    """
+    lo, hi = pixel_range
+    device, size = model_device(model), IMAGE_SIZE
+    generator = torch.Generator().manual_seed(seed)
+
+    def objective(x: Tensor) -> Tensor:
+        return channel_means(_layer_output(model, layer, x))[torch.arange(len(channels)), list(channels)]
+
+    with eval_mode(model), gradients_on():
+        params = _init_params(len(channels), param, size, generator).to(device).requires_grad_()
+        optimizer = torch.optim.Adam([params], lr=lr)
+        for _ in range(steps):
+            unit = torch.sigmoid(_logits(params, param, size))
+            activation = objective(lo + (hi - lo) * _random_transform(unit, jitter, scale, rotate, generator))
+            penalty = tv * _total_variation(unit) + l2 * (unit - 0.5).pow(2).flatten(1).mean(1)
+            optimizer.zero_grad()
+            (penalty - activation).sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            images = lo + (hi - lo) * torch.sigmoid(_logits(params, param, size))
+            reached = objective(images)
+    return images[:, 0].cpu(), reached.cpu()
+
+
+def dataset_max_activation(
+    model: nn.Module, layer: nn.Module, images: Tensor, channels: Sequence[int], batch_size: int = 256
+) -> Tensor:
+    """The highest mean activation any of `images` gives each channel: (C,)."""
+    return channel_activations(model, layer, images, batch_size)[:, list(channels)].max(0).values
+
+
+def dead_filters(model: nn.Module, layer: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Indices of the channels of `layer` that are positive at no position of any of `images`."""
+    peaks = torch.stack(
+        [
+            out.transpose(0, 1).flatten(1).max(1).values
+            for out in layer_outputs(model, layer, images, batch_size)
+        ]
+    )
+    return torch.nonzero(peaks.max(0).values <= 0).flatten()

@@ -1,0 +1,419 @@
+"""Interpretability math, measured on a small CNN trained on synthetic faces with ground-truth masks."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from captum.attr import GuidedBackprop, Saliency
+from torch import nn
+
+from fer.data.labels import NUM_CLASSES
+from fer.data.synthetic import generate
+from fer.data.transforms import Normalizer
+from fer.interpret.activation_max import dataset_max_activation, dead_filters, maximize_activation
+from fer.interpret.attribution import METHODS, attribute
+from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
+from fer.interpret.evaluation import (
+    deletion_auc,
+    evaluate_methods,
+    mask_fraction,
+    mass_inside,
+    pointing_game,
+    random_deletion_auc,
+    randomized_copy,
+)
+from fer.interpret.features import channel_activations, feature_maps, top_exemplars
+from fer.models.cnn4 import CNN4
+
+N_TRAIN, N_EVAL = 2200, 64
+REPORT_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "hirescam")
+
+
+def small_cnn(widths: tuple[int, ...] = (8, 16, 32, 32)) -> nn.Module:
+    """CNN4's layout (conv, LeakyReLU, BatchNorm, max-pool blocks; MLP head) at a width that trains in seconds."""
+    blocks: list[nn.Module] = []
+    in_channels = 1
+    for width in widths:
+        conv = nn.Conv2d(in_channels, width, 3, padding="same")
+        blocks += [conv, nn.LeakyReLU(0.05), nn.BatchNorm2d(width), nn.MaxPool2d(2)]
+        in_channels = width
+    side = 48 // 2 ** len(widths)
+    head = [nn.Flatten(), nn.Linear(in_channels * side * side, 64), nn.ReLU(), nn.BatchNorm1d(64)]
+    return nn.Sequential(Normalizer("unit"), nn.Sequential(*blocks), *head, nn.Linear(64, NUM_CLASSES))
+
+
+def convs(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These nets are tiny: intra-op threads buy nothing and, on a shared machine, cost a lot in contention
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel-unit images (N,1,48,48), labels and masks of balanced synthetic faces."""
+    data = generate(N_TRAIN + 400, seed=0, balanced=True)
+    images = torch.from_numpy(data.images).float()[:, None]
+    return images, torch.from_numpy(data.labels), torch.from_numpy(data.masks)
+
+
+@pytest.fixture(scope="module")
+def trained(faces) -> nn.Module:
+    images, labels, _ = faces
+    torch.manual_seed(0)
+    model = small_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        for batch in torch.randperm(N_TRAIN).split(64):
+            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def held_out(faces) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, labels, masks = faces
+    part = slice(N_TRAIN, N_TRAIN + N_EVAL)
+    return images[part], labels[part], masks[part]
+
+
+@pytest.fixture(scope="module")
+def report(trained, held_out) -> dict[str, dict[str, float]]:
+    # HiResCAM on the third conv (12x12): the last one (6x6) is coarse next to the faces' small regions
+    return evaluate_methods(trained, *held_out, methods=REPORT_METHODS, layer=convs(trained)[2])
+
+
+def test_small_cnn_learns_the_synthetic_task(trained, faces):
+    images, labels, _ = faces
+    with torch.no_grad():
+        accuracy = (trained(images[N_TRAIN:]).argmax(1) == labels[N_TRAIN:]).float().mean().item()
+    assert accuracy > 0.6  # chance is 1/7
+
+
+# --- attribution quality on the trained model ----------------------------------------------------
+
+ABOVE_CHANCE = ("saliency", "smoothgrad", "integrated_gradients", "hirescam")
+
+
+@pytest.mark.parametrize("method", ABOVE_CHANCE)
+def test_attribution_points_into_the_class_regions(report, method):
+    scores = report[method]
+    assert scores["pointing_game"] > scores["chance"] + 0.15
+    assert scores["mass_inside"] > scores["chance"] + 0.03
+
+
+@pytest.mark.parametrize("method", ABOVE_CHANCE)
+def test_deleting_most_attributed_pixels_beats_random_order(report, method):
+    assert report[method]["deletion_auc"] < report[method]["random_deletion_auc"] - 0.1
+
+
+def test_deletion_order_matters(trained, held_out):
+    images, labels, _ = held_out
+    maps = attribute(trained, images, labels, "saliency")
+    most_first = deletion_auc(trained, images, labels, maps)
+    least_first = deletion_auc(trained, images, labels, -maps)
+    assert most_first < random_deletion_auc(trained, images, labels) < least_first
+
+
+def test_weight_randomization_changes_saliency_more_than_guided_backprop(report):
+    # Measured, not assumed: IG multiplies by (input - baseline), so its maps keep the image's own edges
+    # whatever the weights; SmoothGrad is as insensitive, plain saliency the most sensitive.
+    spearman = {method: scores["randomization_spearman"] for method, scores in report.items()}
+    assert spearman["saliency"] + 0.03 < spearman["guided_backprop"] < spearman["integrated_gradients"] - 0.1
+
+
+def test_report_is_plain_json(report):
+    assert set(report) == set(REPORT_METHODS)
+    for scores in report.values():
+        assert all(type(value) is float for value in scores.values())
+    json.dumps(report)
+
+
+def test_occlusion_beats_random_deletion(trained, held_out):
+    images, labels, masks = (t[:16] for t in held_out)
+    maps = attribute(trained, images, labels, "occlusion")
+    assert deletion_auc(trained, images, labels, maps) < random_deletion_auc(trained, images, labels) - 0.1
+    assert pointing_game(maps, masks) > mask_fraction(masks)
+
+
+def test_hirescam_is_gradcam_under_global_average_pooling(trained, held_out):
+    # With a GAP head the gradient is the same at every position, so not averaging it changes nothing
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    gap_model = nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), relu, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 7)
+    )
+    images, labels, _ = held_out
+    gradcam = attribute(gap_model, images[:8], labels[:8], "gradcam", layer=relu)
+    hirescam = attribute(gap_model, images[:8], labels[:8], "hirescam", layer=relu)
+    assert gradcam.abs().sum() > 0
+    assert torch.allclose(gradcam, hirescam, rtol=1e-4, atol=1e-6 * gradcam.abs().max().item())
+    # a flattening head makes them differ
+    gradcam = attribute(trained, images[:8], labels[:8], "gradcam")
+    hirescam = attribute(trained, images[:8], labels[:8], "hirescam")
+    assert not torch.allclose(gradcam, hirescam, rtol=0.1)
+
+
+# --- attribution mechanics -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def few_faces(held_out) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, _ = held_out
+    return images[:3], labels[:3]
+
+
+def _attribute_seeded(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, method: str
+) -> torch.Tensor:
+    torch.manual_seed(0)  # SmoothGrad's noise
+    return attribute(model, images, labels, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_attribute_format_and_batch_independence(trained, few_faces, method):
+    images, labels = few_faces
+    maps = _attribute_seeded(trained, images, labels, method)
+    assert maps.shape == (3, 48, 48) and maps.dtype == torch.float32 and maps.device.type == "cpu"
+    assert maps.abs().sum() > 0
+    if method in ("saliency", "smoothgrad", "gradcam", "hirescam"):
+        assert maps.min() >= 0
+    if method != "smoothgrad":  # its noise depends on the batch's range
+        alone = attribute(trained, images[1:2], labels[1:2], method)
+        assert torch.allclose(alone[0], maps[1], rtol=1e-3, atol=1e-5 * maps.abs().max().item())
+
+
+@pytest.mark.parametrize("context", [torch.inference_mode, torch.no_grad])
+@pytest.mark.parametrize("method", METHODS)
+def test_attribute_works_without_autograd_context(trained, few_faces, method, context):
+    images, labels = few_faces
+    expected = _attribute_seeded(trained, images, labels, method)
+    with context():
+        inside = _attribute_seeded(trained, images.clone(), labels.clone(), method)
+    assert torch.allclose(inside, expected)
+
+
+def _modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_attribute_restores_each_modules_mode(few_faces, method):
+    model = small_cnn()
+    model[1].eval()  # a mix of train and eval submodules
+    before = _modes(model)
+    images, labels = few_faces
+    attribute(model, images, labels, method)
+    assert _modes(model) == before and True in before and False in before
+
+
+def test_unknown_method_raises(trained, few_faces):
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        attribute(trained, *few_faces, "lime")
+
+
+def test_gradcam_defaults_to_last_conv(trained, few_faces):
+    default = attribute(trained, *few_faces, "gradcam")
+    assert torch.equal(default, attribute(trained, *few_faces, "gradcam", layer=convs(trained)[-1]))
+    assert not torch.equal(default, attribute(trained, *few_faces, "gradcam", layer=convs(trained)[-2]))
+
+
+def _with_relu(model: nn.Module) -> nn.Module:
+    """Copy with every LeakyReLU replaced by ReLU."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.LeakyReLU):
+                setattr(parent, name, nn.ReLU())
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks")
+def test_guided_backprop_guides_leaky_relu(trained, few_faces):
+    images, labels = few_faces
+    leaky = copy.deepcopy(trained)
+    for module in leaky.modules():
+        if isinstance(module, nn.LeakyReLU):
+            module.negative_slope = 0.0  # now a ReLU in all but type, which Captum alone would not guide
+    ours = attribute(leaky, images, labels, "guided_backprop")
+    reference = GuidedBackprop(_with_relu(leaky)).attribute(images.clone().requires_grad_(), target=labels)
+    assert torch.allclose(ours, reference[:, 0], rtol=1e-4, atol=1e-6 * ours.abs().max().item())
+    plain = Saliency(leaky).attribute(images.clone().requires_grad_(), target=labels, abs=False)[:, 0]
+    assert not torch.allclose(ours, plain, rtol=0.1)
+
+
+def test_randomized_copy_reinitialises_every_weight_and_spares_the_original(trained):
+    before = copy.deepcopy(trained.state_dict())
+    random_model = randomized_copy(trained, seed=1)
+    for name, value in random_model.state_dict().items():
+        if value.is_floating_point():
+            assert not torch.equal(value, before[name]), name
+    assert all(torch.equal(value, before[name]) for name, value in trained.state_dict().items())
+    again = randomized_copy(trained, seed=1).state_dict()
+    assert all(torch.equal(value, again[name]) for name, value in random_model.state_dict().items())
+
+
+# --- feature maps and exemplars ------------------------------------------------------------------
+
+
+def test_feature_map_shapes_of_cnn4():
+    model = nn.Sequential(Normalizer("unit"), CNN4())
+    image = torch.rand(48, 48) * 255
+    shapes = [tuple(feature_maps(model, conv, image).shape) for conv in convs(model)]
+    assert shapes == [(32, 48, 48), (128, 24, 24), (256, 12, 12), (256, 6, 6)]
+
+
+def test_top_exemplars_are_the_most_activating_images(trained, held_out):
+    images, _, _ = held_out
+    layer, channels = convs(trained)[1], [0, 5, 9]
+    indices, scores = top_exemplars(trained, layer, images, channels, k=4, batch_size=10)
+    assert indices.shape == scores.shape == (3, 4)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    everything = channel_activations(trained, layer, images)[:, channels]
+    assert torch.allclose(scores[:, 0], everything.max(0).values)
+    for row, channel in enumerate(channels):
+        for index, score in zip(indices[row], scores[row]):
+            assert feature_maps(trained, layer, images[index])[channel].mean() == pytest.approx(
+                score.item(), rel=1e-4
+            )
+
+
+# --- activation maximization ---------------------------------------------------------------------
+
+
+def _live_channels(model: nn.Module, layer: nn.Module, images: torch.Tensor, n: int) -> list[int]:
+    dead = set(dead_filters(model, layer, images).tolist())
+    return [c for c in range(layer.out_channels) if c not in dead][:n]
+
+
+@pytest.mark.parametrize("conv_index", [0, 1])
+def test_activation_max_beats_every_real_image(trained, faces, conv_index):
+    images = faces[0][N_TRAIN:]
+    layer = convs(trained)[conv_index]
+    channels = _live_channels(trained, layer, images, 8)
+    synthetic, reached = maximize_activation(trained, layer, channels)
+    assert synthetic.shape == (len(channels), 48, 48)
+    assert synthetic.min() >= 0 and synthetic.max() <= 255
+    assert (reached >= dataset_max_activation(trained, layer, images, channels)).all()
+    # the reported activation is that of the returned images
+    measured = channel_activations(trained, layer, synthetic[:, None])[range(len(channels)), channels]
+    assert torch.allclose(reached, measured, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("param", ["pixel", "fft"])
+def test_activation_max_climbs_and_stays_in_range(trained, param):
+    layer = convs(trained)[1]
+    channels = [0, 3, 7]
+    start, _ = maximize_activation(trained, layer, channels, steps=0, param=param)
+    _, before = maximize_activation(trained, layer, channels, steps=0, param=param, pixel_range=(20, 40))
+    images, after = maximize_activation(trained, layer, channels, steps=24, param=param, pixel_range=(20, 40))
+    assert start.std() > 10  # starts from noise
+    assert (after > before).all()
+    assert images.min() >= 20 and images.max() <= 40
+
+
+def test_activation_max_restores_mode_and_works_in_inference_mode(trained):
+    model = copy.deepcopy(trained).train()
+    with torch.inference_mode():
+        _, reached = maximize_activation(model, convs(model)[0], [0, 1], steps=4)
+    assert torch.isfinite(reached).all()
+    assert all(m.training for m in model.modules())
+
+
+def test_dead_filters_finds_filters_that_never_fire(held_out):
+    model = small_cnn().eval()
+    images = held_out[0]
+    conv = convs(model)[0]
+    already = set(dead_filters(model, conv, images).tolist())
+    with torch.no_grad():
+        conv.bias[[1, 3]] = -1e4
+    assert dead_filters(model, conv, images).tolist() == sorted(already | {1, 3})
+
+
+# --- error analysis, on a hand-made example -------------------------------------------------------
+
+NAMES = ("A", "B", "C", "D")  # D never occurs: its scores must be 0, not NaN
+TARGETS = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+PREDS = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0, 2])
+
+
+def test_per_class_report_matches_hand_count():
+    rows = per_class_report(PREDS, TARGETS, NAMES)
+    # A: predicted at 0,1,7 (2 right) of 3 true; B: predicted at 2,3 (1 right) of 2; C: 4 predicted, 3 right, of 4
+    expected = {"A": (2 / 3, 2 / 3, 3), "B": (1 / 2, 1 / 2, 2), "C": (3 / 4, 3 / 4, 4), "D": (0.0, 0.0, 0)}
+    assert [row["class"] for row in rows] == list(NAMES)
+    for row in rows:
+        precision, recall, support = expected[row["class"]]
+        assert row["precision"] == pytest.approx(precision)
+        assert row["recall"] == pytest.approx(recall)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert row["f1"] == pytest.approx(f1)
+        assert row["support"] == support
+    json.dumps(rows)
+
+
+def test_confusion_counts_and_row_shares():
+    counts, shares = confusion(PREDS, TARGETS, num_classes=4)
+    assert counts.tolist() == [[2, 1, 0, 0], [0, 1, 1, 0], [1, 0, 3, 0], [0, 0, 0, 0]]
+    expected = [[2 / 3, 1 / 3, 0, 0], [0, 1 / 2, 1 / 2, 0], [1 / 4, 0, 3 / 4, 0], [0, 0, 0, 0]]
+    assert torch.allclose(shares, torch.tensor(expected))
+
+
+def test_most_confused_pairs_ranked_by_share_of_true_class():
+    counts, _ = confusion(PREDS, TARGETS, num_classes=4)
+    assert most_confused_pairs(counts, NAMES, k=2) == ["B -> C: 50% of B (1/2)", "A -> B: 33% of A (1/3)"]
+    assert len(most_confused_pairs(counts, NAMES, k=10)) == 3  # only pairs that happened
+
+
+def test_most_confident_mistakes():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.95, 0.05]])
+    targets = torch.tensor([0, 0, 1, 1, 1])  # wrong: 1 (0.8), 2 (0.6), 4 (0.95)
+    assert most_confident_mistakes(probs, targets, k=2).tolist() == [4, 1]
+    assert most_confident_mistakes(probs, targets, k=5).tolist() == [4, 1, 2]
+
+
+# --- attribution-quality measures, on hand-made maps ----------------------------------------------
+
+
+def test_pointing_game_and_mass_inside_by_hand():
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True  # a quarter of each image
+    maps = torch.zeros(2, 4, 4)
+    maps[0, 0, 0], maps[0, 3, 3] = 3.0, 1.0  # peak inside; 3 of 4 mass inside
+    maps[1, 3, 3], maps[1, 0, 1], maps[1, 2, 2] = 2.0, 1.0, -5.0  # peak outside; 1 of 3 positive inside
+    assert mask_fraction(masks) == pytest.approx(0.25)
+    assert pointing_game(maps, masks) == pytest.approx(0.5)
+    assert mass_inside(maps, masks) == pytest.approx((3 / 4 + 1 / 3) / 2)
+    # flat maps: tied peaks count by their share inside, so they score chance in both measures
+    assert pointing_game(torch.zeros(2, 4, 4), masks) == pytest.approx(0.25)
+    assert mass_inside(torch.zeros(2, 4, 4), masks) == pytest.approx(0.25)
+
+
+class _ConstantModel(nn.Module):
+    """Logits that ignore the input, so every deletion curve is flat at softmax(logits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.log(torch.tensor([1.0, 3.0, 6.0])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1) + 0 * x.sum()
+
+
+def test_deletion_auc_is_area_over_unit_interval():
+    images, targets = torch.rand(3, 1, 48, 48) * 255, torch.tensor([0, 1, 2])
+    model = _ConstantModel()
+    # probabilities 0.1, 0.3, 0.6: each flat curve's area over [0, 1] is its height
+    assert deletion_auc(model, images, targets, torch.rand(3, 48, 48), steps=5) == pytest.approx(1 / 3)
+    assert random_deletion_auc(model, images, targets, steps=5) == pytest.approx(1 / 3)

@@ -40,6 +40,37 @@ class Normalizer(nn.Module):
         return f"mode={self.mode}, mean={self.mean:.3f}, std={self.std:.3f}"
 
 
+def random_affine(
+    images: torch.Tensor,
+    rotation: float = 0.0,
+    shift: int = 0,
+    zoom: float = 0.0,
+    hflip: float = 0.0,
+    padding_mode: str = "zeros",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Each image of a (B,C,H,W) batch rotated by up to +-`rotation` degrees, shifted by a whole number
+    of pixels up to +-`shift`, zoomed by 1 +- `zoom` and mirrored with probability `hflip`, in one
+    `grid_sample`. Random draws happen on the CPU (with `generator` if given), so a seed gives the same
+    transforms on any device.
+    """
+    n, _, h, w = images.shape
+    u = torch.rand(n, 3, generator=generator)
+    offsets = torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()
+    angle = (u[:, 0] * 2 - 1) * math.radians(rotation)
+    scale = 1 + (u[:, 1] * 2 - 1) * zoom
+    flip = torch.where(u[:, 2] < hflip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # grid_sample coordinates span [-1, 1] over the image, so one pixel is 2/size.
+    rows = (
+        torch.stack([cos * flip, -sin, offsets[:, 0] * 2 / w], dim=1),
+        torch.stack([sin * flip, cos, offsets[:, 1] * 2 / h], dim=1),
+    )
+    theta = torch.stack(rows, dim=1).to(images)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
 class BatchAugment(nn.Module):
     """Random per-image flip, rotation, pad-and-crop shift and brightness/contrast jitter of a batch.
 
@@ -76,19 +107,7 @@ class BatchAugment(nn.Module):
         return x
 
     def _geometric(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        dev = x.device
-        angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(self.rotation)
-        flip = torch.where(torch.rand(n, device=dev) < self.hflip, -1.0, 1.0)
-        shift = torch.randint(-self.pad_crop, self.pad_crop + 1, (n, 2), device=dev).float()
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.zeros(n, 2, 3, device=dev)
-        theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
-        theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
-        # grid_sample coordinates span [-1, 1] over the image, so one pixel is 2/size.
-        theta[:, 0, 2], theta[:, 1, 2] = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return random_affine(x, rotation=self.rotation, shift=self.pad_crop, hflip=self.hflip)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]

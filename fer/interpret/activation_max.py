@@ -11,10 +11,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fer.data.labels import IMAGE_SIZE
+from fer.data.transforms import random_affine
 from fer.interpret.attribution import eval_mode, gradients_on, model_device
 from fer.interpret.features import channel_activations, channel_means, layer_outputs
 
@@ -42,23 +42,6 @@ def _init_params(n: int, param: str, size: int, generator: torch.Generator) -> T
         # ortho irfft2 of unit complex noise has pixel variance ~1, like the pixel parameterization
         return torch.randn(n, 1, size, size // 2 + 1, 2, generator=generator) / math.sqrt(2)
     raise ValueError(f"unknown parameterization {param!r}; choose 'pixel' or 'fft'")
-
-
-def _random_transform(
-    images: Tensor, jitter: int, scale: float, rotate: float, generator: torch.Generator
-) -> Tensor:
-    """Per-image random shift (pixels), zoom (1 +- scale) and rotation (+- degrees), reflecting at borders."""
-    n, size = len(images), images.shape[-1]
-    uniform = torch.rand(n, 4, generator=generator) * 2 - 1
-    angle = uniform[:, 0] * math.radians(rotate)
-    zoom = 1 + uniform[:, 1] * scale
-    shift = (uniform[:, 2:] * (jitter + 0.5)).round() * 2 / size  # normalised coordinates
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
 
 
 class _LayerReached(Exception):
@@ -121,7 +104,11 @@ def maximize_activation(
         optimizer = torch.optim.Adam([params], lr=lr)
         for _ in range(steps):
             unit = torch.sigmoid(_logits(params, param, size))
-            activation = objective(lo + (hi - lo) * _random_transform(unit, jitter, scale, rotate, generator))
+            activation = objective(
+                lo
+                + (hi - lo)
+                * random_affine(unit, rotate, jitter, scale, padding_mode="reflection", generator=generator)
+            )
             penalty = tv * _total_variation(unit) + l2 * (unit - 0.5).pow(2).flatten(1).mean(1)
             optimizer.zero_grad()
             (penalty - activation).sum().backward()

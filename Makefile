@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Train cnn4 on synthetic faces (CPU, a couple of minutes); everything lands in outputs/demo/.
+# Train cnn4 on synthetic faces (CPU, a few minutes) and analyse it; everything lands in outputs/demo/.
 demo: $(STAMP)
 	rm -rf outputs/demo
 	$(PY) train.py experiment=demo
+	$(PY) analyze.py run=outputs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,16 @@
+"""Analyse a checkpoint: `python analyze.py run=outputs/demo` (see conf/analyze.yaml for every option)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import fer.config  # noqa: F401  (registers the resolvers the configs use)
+from fer.analyze import run
+
+
+@hydra.main(config_path="conf", config_name="analyze", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Time `analyze.py` with its default settings, part by part, on a cnn4 checkpoint and the synthetic test split.
+
+    python bench/bench_analyze.py [RUN_DIR] [--threads N] [--repeats N]
+
+RUN_DIR defaults to outputs/bench/analyze_run, trained on first use (the demo's data, synthetic://3000,
+whose test split has 300 faces; a few batches of one epoch: the weights do not change the cost). Prints
+wall and CPU seconds per part and each part's share of the wall total, the fastest of `--repeats` runs,
+then the cost of one drawing of the interpretability callback (conf/callbacks/interpret.yaml). CPU seconds
+count every thread; on a machine shared with other work, wall time is the less reliable of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+import fer.config  # noqa: F401  (resolvers)
+from fer.analyze import run as analyze
+from fer.data.datamodule import FERDataModule
+from fer.module import FERModule
+from fer.train import run as train
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "outputs/bench/analyze_run"
+TRAIN = [
+    "data.path='synthetic://3000?seed=0'",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=4",
+    "callbacks.rich_progress_bar=null",
+    "seed=0",
+]
+
+
+def config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """`conf/<name>.yaml` composed as Hydra would, writing to `output_dir`."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def trained_run(run_dir: Path) -> Path:
+    if not (run_dir / "checkpoints/best.ckpt").is_file():
+        print(f"training a tiny cnn4 run into {run_dir} ...")
+        train(config("train", TRAIN, run_dir))
+    return run_dir
+
+
+def time_analysis(run_dir: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """Per-part timings of the fastest of `repeats` default analyses (by wall total)."""
+    best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats):
+            out = Path(tmp) / f"analysis{k}"
+            analyze(config("analyze", [f"run={run_dir}", f"out={out}"], out))
+            parts = json.loads((out / "analysis.json").read_text())["timings_s"]
+            if best is None or sum(p["wall_s"] for p in parts.values()) < sum(
+                p["wall_s"] for p in best.values()
+            ):
+                best = parts
+    return best
+
+
+def time_callback_draw(run_dir: Path) -> float:
+    """Seconds of one InterpretFigures drawing (saliency grid and activation maximization) with its defaults."""
+    module = FERModule.load_from_checkpoint(run_dir / "checkpoints/best.ckpt", map_location="cpu")
+    data = FERDataModule(path="synthetic://3000?seed=0")
+    data.setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config("train", ["callbacks=interpret"], Path(tmp))
+        callback = instantiate(cfg.callbacks.interpret_figures, output_dir=tmp)
+        trainer = SimpleNamespace(datamodule=data, is_global_zero=True, loggers=[], global_step=0)
+        callback.on_fit_start(trainer, module)
+        start = time.perf_counter()
+        callback.draw(trainer, module, epoch=0)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, default=RUN)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_dir = trained_run(args.run_dir)
+    load_before = os.getloadavg()[0]
+    parts = time_analysis(run_dir, args.repeats)
+    total = sum(p["wall_s"] for p in parts.values())
+    print(
+        f"\nanalyze.py defaults on {run_dir} ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)"
+    )
+    print(f"{'part':16s} {'wall s':>8s} {'cpu s':>8s} {'share':>7s}")
+    for name, p in parts.items():
+        print(f"{name:16s} {p['wall_s']:8.2f} {p['cpu_s']:8.2f} {p['wall_s'] / total:7.1%}")
+    print(f"{'total':16s} {total:8.2f} {sum(p['cpu_s'] for p in parts.values()):8.2f}")
+    draw = time_callback_draw(run_dir)
+    print(f"\ncallbacks=interpret: one drawing (saliency + activation maximization) {draw:.2f} s")
+    print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Interpretability while training: saliency and activation-maximization figures every few epochs, and
+the test confusion matrix as an interactive W&B chart. Thin shells over `fer.interpret`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor
+
+from fer.images import log_images
+from fer.interpret.activation_max import dead_filters, maximize_activation
+from fer.interpret.attribution import METHODS, attribute
+from fer.interpret.features import feature_maps, top_exemplars
+from fer.interpret.figures import (
+    UpTo,
+    conv_layers,
+    face_label,
+    layer_by_name,
+    pick_per_class,
+    plot_filters,
+    plot_saliency,
+)
+from fer.predict import predict_proba
+
+log = logging.getLogger(__name__)
+
+
+def _frozen_copy(module: pl.LightningModule) -> pl.LightningModule:
+    """A gradient-free eval-mode copy rebuilt from the module's hyperparameters and weights, as a checkpoint
+    would be (a deepcopy would also copy the trainer's metric states, some of them non-leaf tensors)."""
+    clone = type(module)(**module.hparams)
+    clone.load_state_dict(module.state_dict())
+    return clone.to(module.device).eval().requires_grad_(False)
+
+
+class InterpretFigures(pl.Callback):
+    """Saliency grid and activation maximization of the model in training, every `every_n_epochs` epochs
+    and when fitting ends.
+
+    Saved as `<output_dir>/saliency_epochNNN.png` and `filters_epochNNN.png` and logged to the W&B and
+    TensorBoard loggers. Runs on rank zero only, on a gradient-free copy of the model, so training's
+    gradients, train/eval modes and DDP hooks are untouched. The faces are the first of each class of the
+    `stage` split; `pool` faces of it give each filter's best real activation and the dead filters.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        every_n_epochs: int = 5,
+        stage: str = "val",
+        methods: Sequence[str] = ("saliency", "integrated_gradients", "gradcam"),
+        per_class: int = 1,
+        attribution: Mapping[str, Any] | None = None,
+        layer: str | None = None,
+        filters: int = 8,
+        steps: int = 32,
+        lr: float = 0.1,
+        pool: int = 256,
+    ) -> None:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"InterpretFigures: unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if every_n_epochs < 1:
+            raise ValueError(f"InterpretFigures: every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.output_dir, self.every_n_epochs, self.stage = Path(output_dir), every_n_epochs, stage
+        self.methods, self.per_class, self.attribution = list(methods), per_class, dict(attribution or {})
+        self.layer, self.filters, self.steps, self.lr, self.pool = layer, filters, steps, lr, pool
+        self.last_drawn: int | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        faces = getattr(trainer.datamodule, "faces", {}).get(self.stage)
+        if faces is None:
+            raise ValueError(
+                f"InterpretFigures: the datamodule has no {self.stage!r} faces (stage=train|val|test of a "
+                "FERDataModule whose split is configured)"
+            )
+        pool = torch.from_numpy(faces.images[: self.pool]).unsqueeze(1)
+        labels = torch.from_numpy(faces.labels[: self.pool])
+        index = pick_per_class(labels, self.per_class)
+        self.images, self.labels, self.pool_images = pool[index], labels[index], pool
+        self.layer = self.layer or next(iter(conv_layers(pl_module)), None)
+        if self.layer is not None:
+            layer_by_name(pl_module, self.layer)  # an unknown name fails now, not after an epoch
+        self.cam_methods_ok = bool(conv_layers(pl_module))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.draw(trainer, pl_module, trainer.current_epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # current_epoch counts completed epochs once fitting is over.
+        last = trainer.current_epoch - 1
+        if last >= 0 and last != self.last_drawn:
+            self.draw(trainer, pl_module, last)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, Path]:
+        """Draw, save and log the figures of `epoch` (rank zero); returns {name: path}."""
+        self.last_drawn = epoch
+        if not trainer.is_global_zero:
+            return {}
+        start = time.perf_counter()
+        device = pl_module.device
+        # Rebuilding the model draws initial weights from torch's RNG: restore it afterwards, so a seeded
+        # run trains the same with or without this callback.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model = _frozen_copy(pl_module)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            figures = {"saliency": self._saliency(model, epoch)}
+            if self.layer is not None:
+                figures["filters"] = self._filters(model, epoch)
+        log_images(trainer.loggers, figures, step=trainer.global_step)
+        log.info(
+            "interpretability figures of epoch %d in %.1f s: %s",
+            epoch,
+            time.perf_counter() - start,
+            self.output_dir,
+        )
+        return figures
+
+    def _saliency(self, model: pl.LightningModule, epoch: int) -> Path:
+        methods = [m for m in self.methods if self.cam_methods_ok or m not in ("gradcam", "hirescam")]
+        maps = {m: attribute(model, self.images, self.labels, m, **self.attribution) for m in methods}
+        probs = predict_proba(model, self.images)
+        preds = probs.argmax(dim=1)
+        labels = [
+            face_label(model.class_names, int(t), int(p), probs[i, p].item())
+            for i, (t, p) in enumerate(zip(self.labels, preds))
+        ]
+        path = self.output_dir / f"saliency_epoch{epoch:03d}.png"
+        return plot_saliency(self.images, maps, labels, path, title=f"Attribution maps, epoch {epoch}")
+
+    def _filters(self, model: pl.LightningModule, epoch: int) -> Path:
+        layer = layer_by_name(model, self.layer)
+        upto = UpTo(model, layer)
+        channels = list(range(min(self.filters, len(feature_maps(upto, layer, self.images[0])))))
+        _, best = top_exemplars(upto, layer, self.pool_images, channels, k=1)
+        images, reached = maximize_activation(upto, layer, channels, steps=self.steps, lr=self.lr)
+        dead = set(dead_filters(upto, layer, self.pool_images).tolist())
+        path = self.output_dir / f"filters_epoch{epoch:03d}.png"
+        title = f"{self.layer}, epoch {epoch}: activation maximization (reached vs best real image)"
+        return plot_filters(images, channels, reached, best[:, 0], dead, path, title=title)
+
+
+def confusion_pairs(counts: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) label arrays that a confusion-count matrix summarises, one entry per image."""
+    counts = np.asarray(counts, dtype=np.int64)
+    true, pred = np.indices(counts.shape)
+    return np.repeat(true.ravel(), counts.ravel()), np.repeat(pred.ravel(), counts.ravel())
+
+
+class TestConfusion(pl.Callback):
+    """The test confusion matrix as an interactive W&B chart (`wandb.plot.confusion_matrix`).
+
+    The PNG (confusion.png) is written and logged as an image to W&B and TensorBoard by fer.train after
+    testing; this adds the chart W&B can slice. Rank zero only; reads the counts FERModule synced across
+    ranks at the end of the test epoch.
+    """
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = getattr(pl_module, "test_confusion_counts", None)
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not trainer.is_global_zero or counts is None or not loggers:
+            return
+        import wandb  # only with a W&B logger, which has imported it already
+
+        true, pred = confusion_pairs(counts)
+        chart = wandb.plot.confusion_matrix(
+            y_true=true.tolist(),
+            preds=pred.tolist(),
+            class_names=list(pl_module.class_names),
+            title="Test confusion",
+        )
+        for logger in loggers:
+            logger.experiment.log({"test/confusion_matrix": chart})

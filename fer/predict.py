@@ -1,0 +1,69 @@
+"""Class probabilities of a model for a set of faces, the scores where labels exist, and the CSVs to hand in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from fer.data.faceset import FaceSet
+from fer.interpret.attribution import as_input, eval_mode, model_device
+from fer.report import write_csv
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
+    """Softmax probabilities (N, classes) on the CPU for pixel-valued faces (N, 48, 48)."""
+    images = torch.as_tensor(images)
+    device = model_device(model)
+    with eval_mode(model):
+        parts = [
+            model(as_input(images[lo : lo + batch_size], device)).softmax(dim=1).cpu()
+            for lo in range(0, len(images), batch_size)
+        ]
+    return torch.cat(parts)
+
+
+def scores(probs: Tensor, labels: Tensor) -> dict[str, float]:
+    """Accuracy, macro-F1 and balanced accuracy over the labelled rows (label >= 0), as in training's test/ metrics."""
+    known = labels >= 0
+    preds, targets, n = probs[known].argmax(dim=1), labels[known], probs.shape[1]
+    return {
+        "accuracy": multiclass_accuracy(preds, targets, n, average="micro").item(),
+        "macro_f1": multiclass_f1_score(preds, targets, n, average="macro").item(),
+        "balanced_accuracy": multiclass_accuracy(preds, targets, n, average="macro").item(),
+    }
+
+
+def write_predictions(path: str | Path, faces: FaceSet, probs: Tensor, class_names: Sequence[str]) -> Path:
+    """One row per face: id, split, true label (blank if unknown), predicted label and name, a probability per class."""
+    prob_columns = [f"prob_{name}" for name in class_names]
+    preds = probs.argmax(dim=1).tolist()
+    rows = [
+        {
+            "id": faces.ids[i],
+            "split": faces.split[i],
+            "true_label": "" if faces.labels[i] < 0 else int(faces.labels[i]),
+            "pred_label": preds[i],
+            "pred_name": class_names[preds[i]],
+            **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs[i].tolist())},
+        }
+        for i in range(len(faces))
+    ]
+    return write_csv(path, rows, ["id", "split", "true_label", "pred_label", "pred_name", *prob_columns])
+
+
+def submission_rows(faces: FaceSet) -> np.ndarray:
+    """Rows of the course layout's unlabelled test.csv (the faces a Kaggle-style submission answers for)."""
+    if faces.layout != "course":
+        return np.zeros(len(faces), dtype=bool)
+    return (faces.split == "test") & (faces.labels < 0)
+
+
+def write_submission(path: str | Path, ids: Sequence[str], preds: Sequence[int]) -> Path:
+    """Kaggle-style `id,label`."""
+    return write_csv(path, [{"id": i, "label": int(p)} for i, p in zip(ids, preds)], ["id", "label"])

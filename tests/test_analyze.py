@@ -1,0 +1,377 @@
+"""analyze.py end to end on a tiny trained cnn4: every output, its numbers against independent computations,
+predict mode, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fer.summarize
+from fer.analyze import run as analyze
+from fer.data.datamodule import FERDataModule
+from fer.interpret.attribution import METHODS
+from fer.module import FERModule
+from fer.train import run as train
+from tests.conftest import FAST, ROOT, compose_config
+
+# Every method, at a cost that keeps the shared analysis to seconds on a CPU.
+SMALL = [
+    "analysis.metric_images=7",
+    "analysis.deletion_steps=4",
+    "analysis.attribution.nt_samples=2",
+    "analysis.attribution.ig_steps=4",
+    "analysis.filters=4",
+    "analysis.am_steps=4",
+    "analysis.exemplars=3",
+    "analysis.feature_maps=8",
+    "analysis.mistakes=6",
+]
+FILES = [
+    "confusion.png",
+    "per_class.csv",
+    "mistakes.png",
+    "saliency.png",
+    "filters_net.features.0.png",
+    "filters_net.features.4.png",
+    "exemplars_net.features.0.png",
+    "exemplars_net.features.4.png",
+    "feature_maps_net.features.0.png",
+    "feature_maps_net.features.4.png",
+    "analysis.json",
+    "report.html",
+]
+
+
+def analyze_config(out: Path, *overrides: str):
+    return compose_config("analyze", [f"out={out}", *overrides], out)
+
+
+def hooked_output(model: torch.nn.Module, name: str, images: torch.Tensor) -> torch.Tensor:
+    """The output of layer `name` for `images`, from a plain forward hook."""
+    outputs = []
+    hook = model.get_submodule(name).register_forward_hook(lambda _m, _i, output: outputs.append(output))
+    with torch.no_grad():
+        model(images)
+    hook.remove()
+    return outputs[0]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 2-epoch cnn4 run on 700 synthetic faces (test split: PrivateTest, 70 faces)."""
+    run_dir = tmp_path_factory.mktemp("analyze") / "run"
+    train(compose_config("train", [*FAST, "trainer.max_epochs=2", "seed=0"], run_dir))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def analysed(trained) -> tuple[Path, dict]:
+    out = trained / "analysis"
+    assert analyze(analyze_config(out, f"run={trained}", *SMALL)) == out
+    return out, json.loads((out / "analysis.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model(trained) -> FERModule:
+    return FERModule.load_from_checkpoint(trained / "checkpoints/best.ckpt", map_location="cpu").eval()
+
+
+@pytest.fixture(scope="module")
+def test_faces(trained):
+    """The run's test split, read independently of fer.analyze."""
+    data = FERDataModule(path="synthetic://700?seed=0", cache_dir=False)
+    data.setup()
+    return data.faces["test"]
+
+
+def test_writes_every_file(analysed):
+    out, analysis = analysed
+    for name in FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*.tmp"))
+    assert analysis["mode"] == "analyze" and analysis["notes"] == []
+    assert analysis["data"]["what"] == "the test stage (PrivateTest)"
+    assert set(analysis["timings_s"]) == {
+        "load",
+        "evaluate",
+        "saliency",
+        "exemplars",
+        "activation_max",
+        "figures",
+        "report",
+    }
+
+
+def test_scores_match_training_and_an_independent_count(analysed, trained, model, test_faces):
+    _, analysis = analysed
+    metrics = json.loads((trained / "metrics.json").read_text())["test"]
+    n = analysis["data"]["rows"]
+    assert n == len(test_faces) == 70
+    # The same weights on the same split as training's test: at most one borderline face may flip.
+    assert analysis["metrics"]["accuracy"] == pytest.approx(metrics["test/acc"], abs=1.01 / n)
+    with torch.no_grad():
+        preds = model(torch.from_numpy(test_faces.images).float()[:, None]).argmax(1).numpy()
+    assert analysis["metrics"]["accuracy"] == pytest.approx((preds == test_faces.labels).mean(), abs=1.01 / n)
+    counts = np.array(analysis["confusion"])
+    assert counts.sum() == n and (counts.sum(1) == np.bincount(test_faces.labels, minlength=7)).all()
+    rows = read_csv(trained / "analysis/per_class.csv")
+    assert [r["class"] for r in rows] == model.class_names
+    assert [int(r["support"]) for r in rows] == counts.sum(1).tolist()
+    recall = np.diag(counts) / np.maximum(counts.sum(1), 1)
+    assert [float(r["recall"]) for r in rows] == pytest.approx(recall.tolist(), abs=1e-6)
+
+
+def test_mistakes_are_wrong_and_most_confident_first(analysed):
+    _, analysis = analysed
+    mistakes = analysis["mistakes"]
+    assert 0 < len(mistakes) <= 6
+    assert all(m["true"] != m["pred"] for m in mistakes)
+    probs = [m["prob"] for m in mistakes]
+    assert probs == sorted(probs, reverse=True)
+    assert all(re.fullmatch(r"\w+ -> \w+: \d+% of \w+ \(\d+/\d+\)", p) for p in analysis["most_confused"])
+
+
+def test_saliency_measures_are_real_numbers_against_the_masks(analysed, test_faces):
+    _, analysis = analysed
+    saliency = analysis["saliency"]
+    assert saliency["methods"] == list(METHODS) and saliency["cam_layer"] == "net.features.12"
+    # One face per class present, in class order: the grid's rows and the measured faces.
+    ids = saliency["rows"]
+    index = [int(np.flatnonzero(test_faces.ids == i)[0]) for i in ids]
+    assert test_faces.labels[index].tolist() == sorted(set(test_faces.labels.tolist()))
+    chance = test_faces.masks[index[: saliency["metric_images"]]].mean()
+    for method, row in saliency["metrics"].items():
+        assert row["chance"] == pytest.approx(chance, rel=1e-5), method
+        assert 0 <= row["pointing_game"] <= 1 and 0 <= row["mass_inside"] <= 1
+        assert (
+            0 <= row["deletion_auc"] <= 1
+            and row["random_deletion_auc"] == saliency["metrics"]["saliency"]["random_deletion_auc"]
+        )
+        assert row["randomization_spearman"] is None or -1 <= row["randomization_spearman"] <= 1
+
+
+def test_filters_against_hooked_activations(analysed, model, test_faces):
+    _, analysis = analysed
+    images = torch.from_numpy(test_faces.images).float()[:, None]
+    for name, info in analysis["filters"].items():
+        out = hooked_output(model, name, images)
+        assert info["num_channels"] == out.shape[1] and info["channels"] == [0, 1, 2, 3]
+        best = out.mean(dim=(2, 3)).max(0).values[:4]
+        assert info["dataset_max"] == pytest.approx(best.tolist(), rel=1e-4, abs=1e-5)
+        dead = torch.nonzero(out.amax(dim=(0, 2, 3)) <= 0).flatten().tolist()
+        assert info["dead"] == dead
+        assert len(info["reached"]) == 4 and all(np.isfinite(info["reached"]))
+        assert len(info["exemplars"]["0"]) == 3
+
+
+def test_report_inlines_every_figure(analysed, trained):
+    out, analysis = analysed
+    page = (out / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    pngs = [f for f in FILES if f.endswith(".png")]
+    assert len(images) == len(pngs) + 1  # and the run's history.png
+    inlined = {base64.b64decode(data) for data in images}
+    for name in pngs:
+        assert (out / name).read_bytes() in inlined, name
+    assert (trained / "history.png").read_bytes() in inlined
+    for words in ("pointing_game: share of images whose attribution peak", "macro_f1", "best val/acc_best"):
+        assert words in page
+
+
+def test_predict_unlabelled_course_folder_writes_submission(trained, model, tmp_path, test_faces):
+    course = tmp_path / "course"
+    course.mkdir()
+    pixels = [" ".join(map(str, image.ravel())) for image in test_faces.images[:12]]
+    (course / "train.csv").write_text(
+        "label,feature\n" + "".join(f"{label},{p}\n" for label, p in zip(test_faces.labels[:8], pixels[:8]))
+    )
+    (course / "test.csv").write_text(
+        "id,feature\n" + "".join(f"{500 + i},{p}\n" for i, p in enumerate(pixels[8:]))
+    )
+    out = tmp_path / "predicted"
+    analyze(analyze_config(out, f"ckpt={trained}/checkpoints/best.ckpt", f"predict={course}"))
+    rows = read_csv(out / "predictions.csv")
+    assert [r["id"] for r in rows] == ["500", "501", "502", "503"] and {r["true_label"] for r in rows} == {""}
+    probs = np.array([[float(r[f"prob_{c}"]) for c in model.class_names] for r in rows])
+    assert probs.sum(1) == pytest.approx(np.ones(4), abs=1e-5)
+    assert [int(r["pred_label"]) for r in rows] == probs.argmax(1).tolist()
+    submission = read_csv(out / "submission.csv")
+    assert submission == [{"id": r["id"], "label": r["pred_label"]} for r in rows]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "metrics" not in analysis and "saliency" not in analysis and not (out / "saliency.png").exists()
+    assert analysis["data"]["rows"] == 4 and analysis["data"]["labelled"] == 0
+
+
+def test_predict_a_labelled_split_scores_it(trained, tmp_path):
+    out = tmp_path / "public"
+    analyze(analyze_config(out, f"run={trained}", "predict=PublicTest"))
+    rows = read_csv(out / "predictions.csv")
+    analysis = json.loads((out / "analysis.json").read_text())
+    accuracy = np.mean([r["true_label"] == r["pred_label"] for r in rows])
+    assert len(rows) == 70 and {r["split"] for r in rows} == {"PublicTest"}
+    assert analysis["metrics"]["accuracy"] == pytest.approx(accuracy)
+    assert not (out / "submission.csv").exists() and (out / "confusion.png").is_file()
+
+
+def test_split_and_data_overrides(trained, tmp_path):
+    out = tmp_path / "val"
+    analyze(
+        analyze_config(
+            out,
+            f"run={trained}",
+            "split=val",
+            "data.path='synthetic://700?seed=3'",
+            "analysis.interpret=false",
+        )
+    )
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["data"]["source"] == "synthetic://700?seed=3"
+    assert analysis["data"]["what"] == "the val stage (PublicTest)" and analysis["data"]["rows"] == 70
+    assert "filters" not in analysis
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (["ckpt=/no/such.ckpt"], FileNotFoundError, "ckpt=/no/such.ckpt: no such checkpoint file"),
+        (["run=/no/such/run"], FileNotFoundError, "run=/no/such/run: no such run folder"),
+        ([], ValueError, "pass ckpt=PATH.ckpt, run=RUN_DIR"),
+        (["RUN", "ckpt=/x.ckpt"], ValueError, "pass ckpt=PATH or run=RUN_DIR, not both"),
+        (
+            ["RUN", "analysis.methods=[saliency,lime]"],
+            ValueError,
+            r"unknown \['lime'\]; choose from saliency, ",
+        ),
+        (
+            ["RUN", "analysis.layers=[net.features.99]"],
+            ValueError,
+            "conv layers of this model: net.features.0, ",
+        ),
+        (["RUN", "analysis.cam_layer=net.nope"], ValueError, "unknown layer 'net.nope'"),
+        (
+            ["RUN", "split=Nope"],
+            ValueError,
+            r"split='Nope' is not a stage \(train\|val\|test\|predict\) nor ",
+        ),
+        (["RUN", "predict=Nope"], ValueError, r"predict='Nope' is not a stage, a data path nor a split of "),
+        (["RUN", "predict=val", "split=test"], ValueError, "split= only picks rows of a data path"),
+    ],
+)
+def test_bad_input_says_what_and_where(trained, tmp_path, overrides, error, message):
+    overrides = [f"run={trained}" if o == "RUN" else o for o in overrides]
+    with pytest.raises(error, match=message):
+        analyze(analyze_config(tmp_path / "out", *overrides))
+    assert not (tmp_path / "out" / "analysis.json").exists()
+
+
+def test_run_dir_without_checkpoints_lists_what_it_has(trained, tmp_path):
+    empty = tmp_path / "empty_run"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="saved no checkpoints"):
+        analyze(analyze_config(tmp_path / "out", f"run={empty}"))
+    (empty / "checkpoints/last.ckpt").write_bytes((trained / "checkpoints/last.ckpt").read_bytes())
+    with pytest.raises(FileNotFoundError, match=f"it has last.ckpt: pass ckpt={empty}/checkpoints/last.ckpt"):
+        analyze(analyze_config(tmp_path / "out", f"run={empty}"))
+    (empty / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a checkpoint of fer's FERModule"):
+        analyze(analyze_config(tmp_path / "out", f"ckpt={empty}/junk.ckpt"))
+
+
+def test_sweep_dispatches_to_summarize(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fer.summarize, "summarize", lambda folder: calls.append(folder) or "table")
+    assert analyze(analyze_config(tmp_path / "out", f"sweep={tmp_path}")) == "table"
+    assert calls == [tmp_path]
+
+
+def test_dnn_without_convolutions_skips_the_layer_parts(tmp_path):
+    run_dir = tmp_path / "dnn"
+    train(compose_config("train", [*FAST, "model=dnn", "debug=fast", "seed=0"], run_dir))
+    out = tmp_path / "dnn_analysis"
+    analyze(analyze_config(out, f"run={run_dir}", *SMALL, "analysis.methods=[saliency,gradcam,occlusion]"))
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "no convolutional layers" in analysis["notes"][0]
+    assert "filters" not in analysis and not list(out.glob("filters_*.png"))
+    assert analysis["saliency"]["methods"] == ["saliency", "occlusion"]
+    assert "no convolutional layers" in (out / "report.html").read_text()
+
+
+def test_command_line(trained, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "analyze.py", f"run={trained}", f"out={out}", "analysis.interpret=false"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in result.stdout
+    assert not (ROOT / "analyze.log").exists() and not (ROOT / ".hydra").exists()
+
+
+@pytest.mark.slow
+def test_default_settings_on_the_test_split(trained, tmp_path):
+    """The defaults as `make demo` runs them (every method, 16 filters): everything present and finite."""
+    out = tmp_path / "defaults"
+    analyze(analyze_config(out, f"run={trained}"))
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert len(analysis["saliency"]["metrics"]) == len(METHODS)
+    assert all(len(info["reached"]) == 16 for info in analysis["filters"].values())
+    assert all(
+        np.isfinite(v)
+        for row in analysis["saliency"]["metrics"].values()
+        for v in row.values()
+        if v is not None
+    )
+
+
+CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const bad = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.body.setAttribute('data-images', document.images.length + '/' + bad);
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(),
+    reason="needs headless Chromium at /usr/bin/chromium (Debian: apt-get install -y chromium)",
+)
+def test_report_opens_in_chromium_without_errors(analysed, tmp_path):
+    out, _ = analysed
+    # A copy with a probe that records, once the page has loaded, how many images failed to decode.
+    probe = tmp_path / "report.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", CHECK_IMAGES + "</body>"))
+    cmd = [
+        "/usr/bin/chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = len(re.findall("<img ", (out / "report.html").read_text()))
+    assert f'data-images="{images}/0"' in result.stdout
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []

@@ -128,14 +128,16 @@ class FERModule(pl.LightningModule):
         return self(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optim, params=self.parameters())
+        # _convert_="all": plain lists (e.g. Adamax's betas) in the optimizer state, or checkpoints
+        # would hold OmegaConf objects that torch.load(weights_only=True) rejects.
+        optimizer = instantiate(self.hparams.optim, params=self.parameters(), _convert_="all")
         sched = self.hparams.sched or {}
         if not sched.get("scheduler"):
             return {"optimizer": optimizer}
         kwargs = {}
         if "total_steps" in sched["scheduler"] and sched["scheduler"]["total_steps"] is None:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(sched["scheduler"], optimizer=optimizer, **kwargs)
+        scheduler = instantiate(sched["scheduler"], optimizer=optimizer, _convert_="all", **kwargs)
         config = {"scheduler": scheduler, "interval": sched.get("interval", "epoch")}
         if sched.get("monitor"):
             config["monitor"] = sched["monitor"]

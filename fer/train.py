@@ -97,6 +97,8 @@ def save_run_files(run_dir: Path, module: FERModule, trainer: pl.Trainer, metric
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             (run_dir / "wandb_id.txt").write_text(logger.version)
+            # Close the W&B run: the next run in this process (a basic-launcher sweep) starts its own.
+            logger.experiment.finish()
 
 
 def run(cfg: DictConfig) -> float | None:

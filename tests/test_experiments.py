@@ -13,9 +13,12 @@ from fer.train import run
 from tests.conftest import CONF
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-# One fast step on tiny synthetic data (300 faces: 240 train, 30 val, 30 test).
+# One training step on tiny synthetic data (300 faces: 240 train, 30 val, 30 test), one batch to test.
 TINY = [
     "debug=fast",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
     "data.path='synthetic://300?seed=1'",
     "trainer.accelerator=cpu",
     "callbacks.rich_progress_bar=null",

@@ -11,7 +11,7 @@ MODEL_NAMES: tuple[str, ...] = ("cnn4", "alexnet_bn", "vgg_keras", "dnn", "vgg16
 
 def build_model(cfg: Mapping) -> nn.Module:
     """The model a `_target_` config node (DictConfig or plain dict) describes."""
-    model = hydra.utils.instantiate(cfg)
+    model = hydra.utils.instantiate(cfg, _convert_="all")
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model config {cfg.get('_target_')!r} built a {type(model).__name__}, not an nn.Module"

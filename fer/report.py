@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from fer.files import write_text
+
 # One sentence per measure, reused in captions and table headers.
 EXPLAIN = {
     "accuracy": "share of images whose predicted class is the true one",
@@ -47,15 +49,6 @@ figcaption { font-size: 0.92em; color: #444; margin-top: 0.3em; }
 .meta { color: #555; font-size: 0.92em; } .note { background: #fff6d9; padding: 0.4em 0.8em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write atomically (a temp file, then rename), so no half-written file is ever left."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def _finite(value: Any) -> Any:

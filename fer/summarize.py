@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
+from fer.files import write_text
 from fer.plots import save_figure
 
 SEED = "seed"
@@ -222,14 +223,6 @@ def plot(groups: list[dict], keys: Sequence[str], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write through a temp file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Read every job of the sweep, write summary.csv/.md/.png into it, return one row per job."""
     sweep_dir = Path(sweep_dir)
@@ -246,10 +239,10 @@ def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(sweep_dir / "summary.csv", out.getvalue())
+    write_text(sweep_dir / "summary.csv", out.getvalue())
     shown_keys = [k for k in keys if k != SEED]
     groups = group(rows, shown_keys)
-    write_atomic(sweep_dir / "summary.md", markdown(sweep_dir, rows, keys, groups))
+    write_text(sweep_dir / "summary.md", markdown(sweep_dir, rows, keys, groups))
     plot(groups, shown_keys, sweep_dir / "summary.png")
     return rows
 

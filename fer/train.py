@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from fer.callbacks.history import History
 from fer.config import print_config
 from fer.data.datamodule import FERDataModule
+from fer.files import write_text
 from fer.images import log_images
 from fer.models import count_parameters
 from fer.module import FERModule
@@ -80,9 +81,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
 
 @rank_zero_only
 def save_run_files(run_dir: Path, module: FERModule, trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     figures = {}
     if metrics["test"]:
         figures["confusion"] = plot_confusion(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
+from fer.files import write_text
 from fer.plots import plot_history
 
 
@@ -39,15 +41,12 @@ class History(pl.Callback):
             plot_history(self.rows, self.run_dir / "history.png")
 
     def write(self) -> Path:
-        path = self.run_dir / "history.csv"
-        tmp = path.with_name(".history.csv.tmp")
-        with tmp.open("w", newline="") as f:
-            columns = list(dict.fromkeys(key for row in self.rows for key in row))
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(path)
-        return path
+        text = io.StringIO()
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return write_text(self.run_dir / "history.csv", text.getvalue())
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

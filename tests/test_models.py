@@ -46,7 +46,11 @@ def test_model_names_match_config_files() -> None:
 def test_config_values_are_plain(path: Path) -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(path))
     assert cfg["num_classes"] == 7
-    assert all(isinstance(v, (int, float, str, bool)) for v in cfg.values()), cfg
+    plain = (int, float, str, bool)
+    assert all(
+        isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
+        for v in cfg.values()
+    ), cfg
 
 
 @pytest.mark.parametrize(("name", "expected"), [("vgg_keras", 40_372_679), ("dnn", 33_073_671)])
@@ -175,3 +179,20 @@ def test_invalid_options_are_rejected() -> None:
         VGG(depth=11)
     with pytest.raises(ValueError, match="activation"):
         VGG(activation="gelu")
+    with pytest.raises(ValueError, match="pool"):
+        VGG(pool="sum")
+    with pytest.raises(ValueError, match="layers"):
+        VGG(layers=[32, "M", 0])
+
+
+def test_vgg_trunk_and_head_from_config() -> None:
+    model = build_model(VARIANTS["vgg8"])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128, 256, 256]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.features) == 4
+    assert isinstance(model.avgpool, nn.AdaptiveMaxPool2d)
+    assert [m.out_features for m in model.classifier if isinstance(m, nn.Linear)] == [256, 7]
+    # The global pool takes any input size: 40x40 crops give logits of the same shape as 48x48 faces.
+    assert model(torch.randn(2, 1, 40, 40)).shape == model(faces()).shape == (2, 7)
+    # The default head of VGG16 is unchanged by the configurable head: 512-512-7.
+    assert [m.out_features for m in VGG().classifier if isinstance(m, nn.Linear)] == [512, 512, 7]

@@ -1,4 +1,6 @@
-"""VGG16 and VGG19 adapted to 48x48 grayscale faces."""
+"""VGG-style networks for 48x48 grayscale faces: VGG16/VGG19 of the study, or any trunk given as data."""
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -7,16 +9,17 @@ from fer.data.labels import NUM_CLASSES
 
 # torchvision's 'D' (VGG16) and 'E' (VGG19) layouts without their fifth max-pool: at 48x48 the
 # trunk's last maps are 3x3, which a 2x2 pool would floor to 1x1 from the top-left corner only,
-# dropping a row and a column; the global average pool after the trunk sees the whole map.
+# dropping a row and a column; the global pool after the trunk sees the whole map.
 cfgs: dict[int, list[int | str]] = {
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
 }
 
 activations: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "selu": nn.SELU}
+pools: dict[str, type[nn.Module]] = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 
 
-def make_layers(cfg: list[int | str], batch_norm: bool, activation: str) -> nn.Sequential:
+def make_layers(cfg: Sequence[int | str], batch_norm: bool, activation: str) -> nn.Sequential:
     """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, and 2x2 max-pools at "M"."""
     layers: list[nn.Module] = []
     in_channels = 1
@@ -33,7 +36,7 @@ def make_layers(cfg: list[int | str], batch_norm: bool, activation: str) -> nn.S
 
 
 class VGG(nn.Module):
-    """VGG16 or VGG19 trunk, global average pool and a 512-wide three-layer head."""
+    """A VGG trunk (VGG16/19 by `depth`, or the custom `layers`), a global pool and a fully connected head."""
 
     def __init__(
         self,
@@ -42,28 +45,35 @@ class VGG(nn.Module):
         activation: str = "relu",
         batch_norm: bool = True,
         dropout: float = 0.5,
+        layers: Sequence[int | str] | None = None,
+        head: Sequence[int] = (512, 512),
+        pool: str = "avg",
     ) -> None:
         super().__init__()
-        if depth not in cfgs:
+        if layers is None and depth not in cfgs:
             raise ValueError(f"VGG depth must be one of {sorted(cfgs)}, got {depth}")
         if activation not in activations:
             raise ValueError(f"VGG activation must be one of {sorted(activations)}, got {activation!r}")
+        if pool not in pools:
+            raise ValueError(f"VGG pool must be one of {sorted(pools)}, got {pool!r}")
+        trunk = list(cfgs[depth] if layers is None else layers)
+        widths = [v for v in trunk if v != "M"]
+        if not widths or any(not isinstance(v, int) or v < 1 for v in widths):
+            raise ValueError(f"VGG layers must be positive channel counts and 'M', got {trunk}")
         act = activations[activation]
         # Plain dropout would break SELU's self-normalization; alpha dropout keeps mean and variance.
         drop = nn.AlphaDropout if activation == "selu" else nn.Dropout
-        self.features = make_layers(cfgs[depth], batch_norm, activation)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.features = make_layers(trunk, batch_norm, activation)
+        # A global pool makes the head independent of the input size (crops smaller than 48 work too).
+        self.avgpool = pools[pool]((1, 1))
         # torchvision's 4096-wide head is sized for 7x7x512 maps of 224x224 images; on the single
-        # 512-vector of a 48x48 face it would be 19M parameters (this head: 0.5M) to overfit 28k images.
-        self.classifier = nn.Sequential(
-            nn.Linear(512, 512),
-            act(),
-            drop(dropout),
-            nn.Linear(512, 512),
-            act(),
-            drop(dropout),
-            nn.Linear(512, num_classes),
-        )
+        # 512-vector of a 48x48 face it would be 19M parameters (the default head: 0.5M) to overfit 28k images.
+        fc: list[nn.Module] = []
+        in_features = widths[-1]
+        for width in head:
+            fc += [nn.Linear(in_features, width), act(), drop(dropout)]
+            in_features = width
+        self.classifier = nn.Sequential(*fc, nn.Linear(in_features, num_classes))
 
         # LeCun normal (kaiming with gain 1, fan_in) is the init SELU's self-normalization assumes.
         nonlinearity = "relu" if activation == "relu" else "linear"

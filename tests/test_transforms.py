@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fer.data.transforms import BatchAugment, Normalizer
+from fer.data.transforms import BatchAugment, Normalizer, random_erase
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -77,3 +77,27 @@ def test_photometric_jitter_stays_within_bounds():
     means = y.mean(dim=(1, 2, 3))
     assert means.min() >= 90 - 1e-3 and means.max() <= 110 + 1e-3
     assert means.std() > 2  # really jittered
+
+
+def test_random_erase_fills_one_rectangle_per_image_with_its_mean():
+    x = batch(64)
+    erased = random_erase(x, p=1.0, generator=torch.Generator().manual_seed(0))
+    changed = erased != x
+    means = x.mean(dim=(1, 2, 3))
+    for i in range(len(x)):
+        rows = changed[i, 0].any(dim=1).nonzero().flatten()
+        cols = changed[i, 0].any(dim=0).nonzero().flatten()
+        box = erased[i, 0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        # A filled rectangle: every pixel of the bounding box of the change holds the image's mean.
+        assert torch.allclose(box, means[i].expand_as(box))
+        assert 0.02 * 48 * 48 * 0.5 <= box.numel() <= 0.25 * 48 * 48 * 1.5
+    # The same generator state gives the same rectangles; p=0 erases nothing.
+    again = random_erase(x, p=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(erased, again)
+    assert torch.equal(random_erase(x, p=0.0), x)
+
+
+def test_random_erase_probability_is_per_image():
+    x = batch(400)
+    hit = (random_erase(x, p=0.5, generator=torch.Generator().manual_seed(1)) != x).flatten(1).any(dim=1)
+    assert 0.4 < hit.float().mean().item() < 0.6

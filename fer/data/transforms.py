@@ -71,8 +71,36 @@ def random_affine(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+def random_erase(
+    images: torch.Tensor,
+    p: float,
+    scale: tuple[float, float] = (0.02, 0.25),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Each image of a (B,C,H,W) batch with one rectangle, with probability `p`, set to that image's mean.
+
+    As torchvision's RandomErasing (area `scale` of the image, aspect `ratio`, log-uniform), but drawn per
+    image; the mean fill is what torchvision's value 0 means on standardized inputs. Random draws happen
+    on the CPU, as in `random_affine`.
+    """
+    n, _, h, w = images.shape
+    u = torch.rand(n, 5, generator=generator)
+    area = (scale[0] + u[:, 0] * (scale[1] - scale[0])) * h * w
+    log_ratio = math.log(ratio[0]) + u[:, 1] * (math.log(ratio[1]) - math.log(ratio[0]))
+    eh = (area * log_ratio.exp()).sqrt().round().clamp(1, h)
+    ew = (area / log_ratio.exp()).sqrt().round().clamp(1, w)
+    top, left = (u[:, 2] * (h - eh + 1)).floor(), (u[:, 3] * (w - ew + 1)).floor()
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :] & (u[:, 4] < p)[:, None, None]
+    mask = mask[:, None].to(images.device)
+    return torch.where(mask, images.mean(dim=(1, 2, 3), keepdim=True), images)
+
+
 class BatchAugment(nn.Module):
-    """Random per-image flip, rotation, pad-and-crop shift and brightness/contrast jitter of a batch.
+    """Random per-image flip, rotation, zoom, pad-and-crop shift, brightness/contrast jitter and erasing.
 
     Written by hand because torchvision's v2 transforms draw one set of random parameters per call:
     applied to a batch they would move every image the same way, and per-image calls in the loader
@@ -88,26 +116,39 @@ class BatchAugment(nn.Module):
         pad_crop: int = 0,
         brightness: float = 0.0,
         contrast: float = 0.0,
+        zoom: float = 0.0,
+        erase: float = 0.0,
     ) -> None:
         super().__init__()
         self.hflip, self.rotation, self.pad_crop = float(hflip), float(rotation), int(pad_crop)
         self.brightness, self.contrast = float(brightness), float(contrast)
+        self.zoom, self.erase = float(zoom), float(erase)
 
     @property
     def is_identity(self) -> bool:
-        return not (self.hflip or self.rotation or self.pad_crop or self.brightness or self.contrast)
+        return not (
+            self.hflip
+            or self.rotation
+            or self.pad_crop
+            or self.zoom
+            or self.brightness
+            or self.contrast
+            or self.erase
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_identity:
             return x
-        if self.hflip or self.rotation or self.pad_crop:
+        if self.hflip or self.rotation or self.pad_crop or self.zoom:
             x = self._geometric(x)
         if self.brightness or self.contrast:
             x = self._photometric(x)
+        if self.erase:
+            x = random_erase(x, self.erase)
         return x
 
     def _geometric(self, x: torch.Tensor) -> torch.Tensor:
-        return random_affine(x, rotation=self.rotation, shift=self.pad_crop, hflip=self.hflip)
+        return random_affine(x, rotation=self.rotation, shift=self.pad_crop, zoom=self.zoom, hflip=self.hflip)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -121,5 +162,5 @@ class BatchAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"hflip={self.hflip}, rotation={self.rotation}, pad_crop={self.pad_crop}, "
-            f"brightness={self.brightness}, contrast={self.contrast}"
+            f"zoom={self.zoom}, brightness={self.brightness}, contrast={self.contrast}, erase={self.erase}"
         )

@@ -23,6 +23,7 @@ from fer.images import log_images
 from fer.models import count_parameters
 from fer.module import FERModule
 from fer.plots import plot_confusion
+from fer.runtime import apply_runtime
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> float | None:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    apply_runtime(module, **cfg.runtime)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg, run_dir), logger=build_loggers(cfg, run_dir) or False
     )

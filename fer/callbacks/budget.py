@@ -1,0 +1,41 @@
+"""`BudgetProgress`: one log line per epoch with the time spent and what is left of the run's budget."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Timer
+
+log = logging.getLogger(__name__)
+
+
+class BudgetProgress(pl.Callback):
+    """After each training epoch, logs the elapsed time, the mean epoch time, and the time left of
+    `trainer.max_time` (when set) or the time the remaining `max_epochs` will take at that pace."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.monotonic()
+        self.first_epoch = trainer.current_epoch  # a resumed run starts later
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self.start is None:
+            return
+        elapsed = time.monotonic() - self.start
+        done = trainer.current_epoch + 1 - self.first_epoch
+        per_epoch = elapsed / max(done, 1)
+        epochs_left = max(trainer.max_epochs - trainer.current_epoch - 1, 0) if trainer.max_epochs else None
+        message = f"epoch {trainer.current_epoch}: {elapsed:.0f} s elapsed, {per_epoch:.1f} s/epoch"
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
+            message += f", {remaining:.0f} s left of the max_time budget"
+            if epochs_left is not None and epochs_left * per_epoch > remaining:
+                message += f" (it stops ~{int(remaining // per_epoch)} epochs early)"
+        if epochs_left is not None:
+            message += f", {epochs_left} epochs to go (~{epochs_left * per_epoch:.0f} s)"
+        log.info(message)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.functional import spearman_corrcoef
 
+from fer import rundir
 from fer.data import read_dataset
 from fer.data.datamodule import STAGES
 from fer.data.faceset import FaceSet
@@ -94,6 +95,7 @@ def checkpoint_path(ckpt: str | None, run: str | None) -> Path:
                 else "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
             )
             raise FileNotFoundError(f"run={run}: no {folder / 'best.ckpt'}; {hint}")
+        rundir.verify_checkpoint(Path(run), folder / "best.ckpt")  # against metrics.json's sha256
         return folder / "best.ckpt"
     if ckpt:
         if not Path(ckpt).is_file():

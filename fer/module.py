@@ -59,6 +59,7 @@ class FERModule(pl.LightningModule):
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_counts: torch.Tensor | None = None
         # The whole run's config (plain dict), stored beside the weights so that a checkpoint alone
@@ -72,10 +73,6 @@ class FERModule(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         return self.criterion(logits, labels), logits.argmax(dim=1), labels
-
-    def on_train_start(self) -> None:
-        # The sanity-check validation must not count towards the best accuracy.
-        self.val_acc_best.reset()
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, labels = self._step(batch)
@@ -97,6 +94,8 @@ class FERModule(pl.LightningModule):
         # Values from compute() are already synchronised across processes; sync_dist only averages
         # identical numbers, and tells Lightning so.
         self.log_dict(metrics, prog_bar=True, sync_dist=True)
+        if self.trainer.sanity_checking:  # the sanity check must not count towards the best accuracy
+            return
         self.val_acc_best(metrics["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
@@ -123,6 +122,8 @@ class FERModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.run_config = checkpoint.get("run_config")
+        # Checkpoints from before the best accuracy was saved load with the best unknown.
+        checkpoint["state_dict"].setdefault("val_acc_best.max_value", torch.tensor(float("-inf")))
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(dim=1)

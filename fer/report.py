@@ -261,6 +261,9 @@ def _training_section(run_dir: Path) -> str:
             )
         )
         parts.append(table(rows, ["measure", "value"]))
+        data = metrics.get("data") or {}
+        if data.get("notes"):  # e.g. rows skipped under data.on_bad_row=skip, with the first bad lines
+            parts.append(f'<div class="note">Training data: {_items(data["notes"])}</div>')
     if history.is_file():
         parts.append(
             figure(

@@ -2,47 +2,91 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from fer import rundir
 from fer.callbacks.history import History
+from fer.callbacks.runstate import RunState
 from fer.config import print_config
 from fer.data.datamodule import FERDataModule
-from fer.files import write_text
+from fer.data.errors import DataWarning
+from fer.data.readers import RowsSkipped
+from fer.files import write_json, write_text
 from fer.images import log_images
 from fer.models import count_parameters
 from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime
+from fer.schema import validate
 
 log = logging.getLogger(__name__)
 
 
+class Interrupted(RuntimeError):
+    """Training was stopped by SIGTERM (a scheduler's pre-emption or time limit)."""
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` means the newest last*.ckpt of this run dir; any other value must be an existing file."""
+    """`last` means the newest last*.ckpt of this run dir; any other value must be an existing file.
+
+    Unset under SLURM, it is the newest hpc_ckpt_N.ckpt that Lightning's auto-requeue saved in the run
+    dir, if any: the requeued job resumes it as Lightning itself would.
+    """
     if ckpt_path is None:
-        return None
+        hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        return str(hpc[-1]) if hpc and SLURMEnvironment.detect() else None
     if ckpt_path == "last":
-        found = sorted((run_dir / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        found = sorted((run_dir / rundir.CHECKPOINTS).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise FileNotFoundError(
-                f"ckpt_path=last: no last*.ckpt in {run_dir / 'checkpoints'}; resume a run by pointing "
+                f"ckpt_path=last: no last*.ckpt in {run_dir / rundir.CHECKPOINTS}; resume a run by pointing "
                 "hydra.run.dir at its folder, or pass ckpt_path=/path/to/file.ckpt"
             )
         return str(found[-1])
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return ckpt_path
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> None:
+    """Claim the run dir (see `rundir.claim`); a resume must use the config its checkpoint was trained with."""
+    resuming = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(run_dir.resolve())
+    if rank_zero_only.rank == 0:
+        aside = rundir.claim(run_dir, resuming, bool(cfg.get("overwrite")))
+        if aside is not None:
+            log.warning("overwrite=true: moved the previous run's files in %s to %s", run_dir, aside)
+    if ckpt_path is None:
+        return
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("run_config")
+    if saved is None:
+        log.warning(
+            "%s holds no run config (saved by an older fer): cannot check it matches this one", ckpt_path
+        )
+        return
+    differences = rundir.config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
+    if differences:
+        raise rundir.RunDirError(
+            f"ckpt_path={cfg.ckpt_path}: this config differs from the one {ckpt_path} was trained with, so "
+            "the resumed run would not be the same run:\n  "
+            + "\n  ".join(differences)
+            + "\nOnly these may change on resume: "
+            + ", ".join(rundir.RESUME_FREE_KEYS)
+        )
 
 
 def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
@@ -77,50 +121,85 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     callbacks = [
         instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
     ]
-    return [*callbacks, History(run_dir)]
+    last = run_dir / rundir.LAST_CKPT
+    writes_last = any(
+        isinstance(cb, ModelCheckpoint) and Path(cb.dirpath or "") / f"{cb.filename}.ckpt" == last
+        for cb in callbacks
+    )
+    return [*callbacks, History(run_dir), RunState(last if writes_last else None)]
+
+
+def read_data(datamodule: FERDataModule) -> dict[str, Any]:
+    """Read and split the data; return its notes (rows skipped, images converted) for metrics.json.
+
+    The notes also go to the log (train.log), not only to stderr as warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    notes: dict[str, int] = {}  # note -> rows it skipped; prepare_data and setup each read once
+    for w in caught:
+        if isinstance(w.message, DataWarning):
+            notes[str(w.message)] = w.message.count if isinstance(w.message, RowsSkipped) else 0
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        log.warning("data: %s", note)
+    return {"skipped_rows": sum(notes.values()), "notes": list(notes)}
 
 
 @rank_zero_only
 def save_run_files(run_dir: Path, module: FERModule, trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
-    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_json(run_dir / rundir.METRICS, metrics)
     figures = {}
     if metrics["test"]:
         figures["confusion"] = plot_confusion(
             metrics["test_confusion"],
             module.class_names,
-            run_dir / "confusion.png",
+            run_dir / rundir.CONFUSION_PNG,
             title=f"Test confusion ({metrics['test_split']})",
         )
-    if (run_dir / "history.png").exists():
-        figures["history"] = run_dir / "history.png"
+    if (run_dir / rundir.HISTORY_PNG).exists():
+        figures["history"] = run_dir / rundir.HISTORY_PNG
     log_images(trainer.loggers, figures)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            (run_dir / "wandb_id.txt").write_text(logger.version)
+            write_text(run_dir / "wandb_id.txt", logger.version)
             # Close the W&B run: the next run in this process (a basic-launcher sweep) starts its own.
             logger.experiment.finish()
+    # This run (perhaps a resume) succeeded: an earlier attempt's error no longer describes the folder.
+    (run_dir / rundir.ERROR).unlink(missing_ok=True)
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Fit, test the best checkpoint, write the run dir; return `cfg.optimized_metric` for sweepers."""
+    """Fit, test the best checkpoint, write the run dir; return `cfg.optimized_metric` for sweepers.
+
+    Before any data is read: the config values are checked, and the run dir is claimed (a folder
+    holding another run is refused unless resuming it, or moved aside with overwrite=true).
+    """
     run_dir = Path(cfg.paths.output_dir)
+    # error.txt goes only where it cannot be mistaken for the verdict on another run's files.
+    owned = not rundir.previous_run_files(run_dir)
     try:
-        return _run(cfg, run_dir)
+        validate(cfg)
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+        prepare_run_dir(cfg, run_dir, ckpt_path)
+        owned = True
+        return _run(cfg, run_dir, ckpt_path)
     except BaseException:
-        if rank_zero_only.rank == 0 and run_dir.is_dir():
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+        if owned and rank_zero_only.rank == 0 and run_dir.is_dir():
+            write_text(run_dir / rundir.ERROR, traceback.format_exc())
         raise
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> float | None:
+def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     start = time.time()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    print_config(cfg, run_dir / "config.yaml")
+    print_config(cfg, run_dir / rundir.CONFIG)
 
     datamodule: FERDataModule = instantiate(cfg.data, aug=OmegaConf.to_container(cfg.aug, resolve=True))
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    data_notes = read_data(datamodule)
     module = build_module(cfg, datamodule)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     apply_runtime(module, **cfg.runtime)
@@ -130,8 +209,18 @@ def _run(cfg: DictConfig, run_dir: Path) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        state = next(cb for cb in trainer.callbacks if isinstance(cb, RunState))
+        raise Interrupted(
+            f"stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}. "
+            + (
+                f"Resume with ckpt_path=last (same hydra.run.dir): {state.last_checkpoint()}"
+                if state.last_checkpoint()
+                else "No checkpoint was saved (callbacks without checkpoints)"
+            )
+        ) from None
     fit_time = time.time() - start
     value = trainer.callback_metrics.get(cfg.optimized_metric)
     history = next(cb for cb in trainer.callbacks if isinstance(cb, History)).rows
@@ -155,10 +244,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> float | None:
         "run_time_s": round(time.time() - start, 2),
         "params": count_parameters(module.net),
         "best_ckpt": checkpoint.best_model_path if checkpoint is not None else None,
+        "checkpoints": rundir.checkpoint_hashes(run_dir),  # sha256, checked by analyze.py run=
+        "data": data_notes,
     }
     save_run_files(run_dir, module, trainer, metrics)
     log.info("run dir: %s", run_dir)
-    for name in ("metrics.json", "history.png", "confusion.png", "checkpoints/best.ckpt"):
+    for name in (rundir.METRICS, rundir.HISTORY_PNG, rundir.CONFUSION_PNG, rundir.BEST_CKPT):
         if (run_dir / name).exists():
             log.info("  %s", run_dir / name)
     if test:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from fer import rundir
 from fer.files import write_text
 from fer.plots import plot_history
 
@@ -38,7 +39,7 @@ class History(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
-            plot_history(self.rows, self.run_dir / "history.png")
+            plot_history(self.rows, self.run_dir / rundir.HISTORY_PNG)
 
     def write(self) -> Path:
         text = io.StringIO()
@@ -46,7 +47,7 @@ class History(pl.Callback):
         writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        return write_text(self.run_dir / "history.csv", text.getvalue())
+        return write_text(self.run_dir / rundir.HISTORY_CSV, text.getvalue())
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

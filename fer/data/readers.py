@@ -33,6 +33,7 @@ PIXELS = IMAGE_SIZE * IMAGE_SIZE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 COURSE_FILES = ("train.csv", "test.csv")
 
+_SHOWN_PROBLEMS = 5  # bad rows quoted in the note of a read that skipped them
 _CHUNK_ROWS = 1024  # rows per bulk parse: bounds its int64 buffer to ~19 MB
 _LABELS = {str(k).encode(): k for k in range(NUM_CLASSES)}
 _CLASS_FOLDERS = {name.lower(): k for k, name in enumerate(CLASS_NAMES)}
@@ -90,8 +91,17 @@ def read_with_status(
         if directory is not None:
             cache.save(directory, key, faces)
     for note in faces.warnings:  # also on a cache hit, so a read says the same whether cached or not
-        warnings.warn(note, DataWarning, stacklevel=3)
+        skip_note = faces.skipped and note.startswith("skipped ")
+        warnings.warn(RowsSkipped(note, faces.skipped) if skip_note else DataWarning(note), stacklevel=3)
     return faces, status
+
+
+class RowsSkipped(DataWarning):
+    """The note of a read under on_bad_row=skip; `count` is how many rows (or images) it dropped."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 @dataclass
@@ -192,16 +202,17 @@ def _read_course(source: _Source, on_bad_row: str) -> FaceSet:
         train = path.name == "train.csv"
         columns, lines, problems = _read_csv(path, ("label", "feature") if train else ("id", "feature"))
         n = len(lines)
+        if train:
+            ids = np.array([f"train-{line - 1}" for line in lines], dtype=str)
+        else:
+            ids = _parse_text(columns["id"], problems, "id")
+            _check_unique_ids(path, ids, lines)
         parts.append(
             _Rows(
                 images=_parse_pixels(columns["feature"], problems),
                 labels=_parse_labels(columns["label"], problems) if train else np.full(n, -1, np.int64),
                 split=np.full(n, "Training" if train else "test"),
-                ids=(
-                    np.array([f"train-{line - 1}" for line in lines], dtype=str)
-                    if train
-                    else _parse_text(columns["id"], problems, "id")
-                ),
+                ids=ids,
                 problems=problems.found,
             )
         )
@@ -218,6 +229,23 @@ def _read_course(source: _Source, on_bad_row: str) -> FaceSet:
         },
     )
     return _assemble(source, rows, on_bad_row, [])
+
+
+def _check_unique_ids(path: Path, ids: np.ndarray, lines: list[int]) -> None:
+    """A submission has one row per id, so ids repeated in test.csv are an error (whatever on_bad_row)."""
+    where: dict[str, list[int]] = {}
+    for text, line in zip(ids.tolist(), lines, strict=True):
+        if text:
+            where.setdefault(text, []).append(line)
+    repeated = [(text, found) for text, found in where.items() if len(found) > 1]
+    if repeated:
+        shown = "; ".join(
+            f"id {text!r} on lines {', '.join(map(str, found))}" for text, found in repeated[:5]
+        )
+        more = f" (and {len(repeated) - 5} more ids)" if len(repeated) > 5 else ""
+        raise DataError(
+            f"{path}: duplicate ids, which would give a submission with duplicate rows: {shown}{more}"
+        )
 
 
 def _read_image_folder(source: _Source, on_bad_row: str) -> FaceSet:
@@ -264,7 +292,9 @@ def _assemble(source: _Source, rows: _Rows, on_bad_row: str, notes: list[str], w
             raise DataError(first)
         if skipped == len(rows.images):
             raise DataError(f"all {skipped} {what} of {source.root} are bad (first: {first})")
-        notes.append(f"skipped {skipped} bad {what} of {source.root} (first: {first})")
+        shown = [rows.problems[i] for i in sorted(rows.problems)[:_SHOWN_PROBLEMS]]
+        more = "; ..." if skipped > len(shown) else ""
+        notes.append(f"skipped {skipped} bad {what} of {source.root} (first: {'; '.join(shown)}{more})")
         keep = np.ones(len(rows.images), bool)
         keep[list(rows.problems)] = False
         rows = _Rows(rows.images[keep], rows.labels[keep], rows.split[keep], rows.ids[keep])

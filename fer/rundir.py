@@ -1,0 +1,145 @@
+"""The run folder: which files a training run writes where, and the checks that keep one run per folder.
+
+config.yaml              the resolved config of the run
+checkpoints/best.ckpt    weights of the best val/acc epoch (tested, analysed by `analyze.py run=`)
+checkpoints/last.ckpt    the whole state after the latest epoch (and at the start): `ckpt_path=last`
+history.csv, history.png per-epoch metrics
+metrics.json             final scores, data notes, checkpoint sha256s; wall-clock fields in TIMING_KEYS
+error.txt                the traceback of a failed run (removed when a resume succeeds)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+BEST = "best"  # ModelCheckpoint filenames (conf/callbacks/model_checkpoint.yaml), without .ckpt
+LAST = "last"
+BEST_CKPT = f"{CHECKPOINTS}/{BEST}.ckpt"
+LAST_CKPT = f"{CHECKPOINTS}/{LAST}.ckpt"
+HISTORY_CSV = "history.csv"
+HISTORY_PNG = "history.png"
+CONFUSION_PNG = "confusion.png"
+METRICS = "metrics.json"
+ERROR = "error.txt"
+# Written by Hydra for the current job before train.py starts: never the mark of an earlier run.
+HYDRA_FILES = (".hydra", "train.log")
+# metrics.json fields that measure wall-clock time: they differ between otherwise identical runs.
+TIMING_KEYS = ("fit_time_s", "time_per_epoch_s", "run_time_s")
+# Keys a resume may change: how long to train, where to resume from, and what only shows or stores
+# the run (progress bar, loggers, cache, loader processes) without changing its numbers.
+RESUME_FREE_KEYS = (
+    "ckpt_path",
+    "overwrite",
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "paths.",
+    "logger.",
+    "tags",
+    "callbacks.rich_progress_bar",
+    "callbacks.model_summary",
+    "data.cache_dir",
+    "data.num_workers",
+)
+
+
+class RunDirError(RuntimeError):
+    """The run folder holds another run, or a resume does not match its checkpoint."""
+
+
+def previous_run_files(run_dir: Path) -> list[str]:
+    """Names in `run_dir` left by an earlier run (anything but Hydra's files for this job)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
+
+
+def claim(run_dir: Path, resuming: bool, overwrite: bool) -> Path | None:
+    """Make `run_dir` this run's: refuse a folder holding another run unless resuming it, or, with
+    `overwrite`, move the other run's files to a sibling folder (returned) so that two runs never mix."""
+    found = previous_run_files(run_dir)
+    if not found or resuming:
+        return None
+    if not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(found)}). To continue that run pass ckpt_path=last; "
+            f"to start a new one choose another folder with hydra.run.dir=..., or pass overwrite=true to "
+            f"move the old files aside"
+        )
+    aside = run_dir.with_name(f"{run_dir.name}.replaced-{datetime.now():%Y%m%d-%H%M%S-%f}")
+    aside.mkdir()
+    for name in found:
+        shutil.move(run_dir / name, aside / name)
+    log_file = run_dir / "train.log"
+    if log_file.is_file():
+        # Hydra appends this job's log to the old one: keep the old part with its run, start afresh here.
+        shutil.copy2(log_file, aside / log_file.name)
+        with log_file.open("r+") as f:
+            f.truncate(0)
+    return aside
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a.b.c': leaf} for nested mappings (lists are leaves)."""
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    if not node and prefix:
+        return {prefix: {}}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """`key: saved -> current` for every key a resume may not change (see RESUME_FREE_KEYS)."""
+    before, after = flatten(saved), flatten(current)
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        if any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE_KEYS):
+            continue
+        old, new = before.get(key, "<absent>"), after.get(key, "<absent>")
+        if old != new:
+            lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
+    """{'checkpoints/best.ckpt': sha256, ...} for the run's best and last checkpoints that exist."""
+    return {name: sha256(run_dir / name) for name in (BEST_CKPT, LAST_CKPT) if (run_dir / name).is_file()}
+
+
+def verify_checkpoint(run_dir: Path, ckpt: Path) -> None:
+    """Raise if `ckpt` differs from the sha256 the run's metrics.json recorded for it."""
+    metrics_file = run_dir / METRICS
+    if not metrics_file.is_file():
+        return
+    recorded = json.loads(metrics_file.read_text()).get("checkpoints", {})
+    ckpt, run_dir = ckpt.resolve(), run_dir.resolve()
+    name = ckpt.relative_to(run_dir).as_posix() if ckpt.is_relative_to(run_dir) else None
+    if name not in recorded:
+        return
+    actual = sha256(ckpt)
+    if actual != recorded[name]:
+        raise ValueError(
+            f"{ckpt}: sha256 {actual} differs from the {recorded[name]} that {metrics_file} recorded when "
+            "training ended: the file was changed or damaged since (or a resumed run is still training); "
+            "retrain, or restore it from a backup"
+        )

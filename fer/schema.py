@@ -1,0 +1,195 @@
+"""Startup check of the config's data, aug, loss and trainer-budget values, before any data is read.
+
+Every wrong value is named by its full key with what is allowed, all of them at once. A number given
+as a string (`"aug.rotation='30'"` on the command line) is converted to the number and logged, never
+stored as a string; a string that is not a number is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fer.data.readers import LAYOUTS, ON_BAD_ROW
+from fer.data.transforms import NORMALIZATIONS
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """Config values of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number (an integer if `integer`) in [low, high]; `open_low`/`open_high` exclude the ends."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    nullable: bool = False
+    open_low: bool = False
+    open_high: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            text = f"{kind} in {'(' if self.open_low else '['}{_n(self.low)}, {_n(self.high)}{')' if self.open_high else ']'}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.open_low else '>='} {_n(self.low)}"
+        else:
+            text = kind
+        return f"{text} or null" if self.nullable else text
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        """(fits, the value converted from a numeric string where it was one)."""
+        if value is None:
+            return self.nullable, value
+        if isinstance(value, str):
+            value = _parse_number(value, self.integer)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False, value
+        if self.integer and not isinstance(value, int):
+            return False, value
+        if not math.isfinite(value):
+            return False, value
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            return False, value
+        if self.high is not None and (value > self.high or (self.open_high and value == self.high)):
+            return False, value
+        return True, value
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"one of {', '.join(self.options)}"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        return value in self.options, value
+
+
+@dataclass(frozen=True)
+class Flag:
+    def describe(self) -> str:
+        return "true or false"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        return isinstance(value, bool), value
+
+
+@dataclass(frozen=True)
+class Text:
+    nullable: bool = False
+
+    def describe(self) -> str:
+        return "a non-empty string or null" if self.nullable else "a non-empty string"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        if value is None:
+            return self.nullable, value
+        return isinstance(value, str) and bool(value), value
+
+
+@dataclass(frozen=True)
+class Duration:
+    """Lightning's max_time: "DD:HH:MM:SS", or a mapping of days/hours/minutes/seconds."""
+
+    def describe(self) -> str:
+        return "null, DD:HH:MM:SS or a mapping of days/hours/minutes/seconds"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        if value is None or (isinstance(value, str) and re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value)):
+            return True, value
+        if isinstance(value, DictConfig):
+            units = {"days", "hours", "minutes", "seconds"}
+            return set(value) <= units and all(Number(0).check(v)[0] for v in value.values()), value
+        return False, value
+
+
+@dataclass(frozen=True)
+class Batches:
+    """Lightning's limit_*_batches: a whole number of batches, or a fraction of them."""
+
+    def describe(self) -> str:
+        return "an integer >= 0 (batches) or a number in [0, 1] (a fraction of the batches)"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        whole = Number(0, integer=True).check(value)
+        return whole if whole[0] else Number(0, 1).check(value)
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _parse_number(text: str, integer: bool) -> Any:
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        return text
+
+
+_ABSENT = object()
+
+RULES: dict[str, Any] = {
+    "seed": Number(0, 2**32 - 1, integer=True, nullable=True),
+    "ckpt_path": Text(nullable=True),
+    "overwrite": Flag(),
+    "data.path": Text(),
+    "data.layout": Choice(("auto", *LAYOUTS)),
+    "data.val_fraction": Number(0, 1, nullable=True, open_low=True, open_high=True),
+    "data.normalization": Choice(NORMALIZATIONS),
+    "data.batch_size": Number(1, integer=True),
+    "data.num_workers": Number(0, integer=True),
+    "data.cache_dir": Text(nullable=True),
+    "data.on_bad_row": Choice(ON_BAD_ROW),
+    "data.split_seed": Number(0, integer=True),
+    "aug.hflip": Number(0, 1),
+    "aug.rotation": Number(0, 180),
+    "aug.pad_crop": Number(0, 24, integer=True),  # half the 48-pixel face
+    "aug.brightness": Number(0, 1),
+    "aug.contrast": Number(0, 1),
+    "aug.zoom": Number(0, 1, open_high=True),
+    "aug.erase": Number(0, 1),
+    "loss.label_smoothing": Number(0, 1, open_high=True),
+    "loss.class_weights": Flag(),
+    "trainer.max_epochs": Number(-1, integer=True, nullable=True),  # -1: no epoch limit
+    "trainer.min_epochs": Number(0, integer=True, nullable=True),
+    "trainer.max_steps": Number(-1, integer=True),
+    "trainer.max_time": Duration(),
+    "trainer.limit_train_batches": Batches(),
+    "trainer.limit_val_batches": Batches(),
+    "trainer.limit_test_batches": Batches(),
+    "trainer.check_val_every_n_epoch": Number(1, integer=True, nullable=True),
+    "trainer.log_every_n_steps": Number(1, integer=True),
+    "trainer.accumulate_grad_batches": Number(1, integer=True),
+    "trainer.gradient_clip_val": Number(0, nullable=True),
+    "runtime.channels_last": Flag(),
+    "runtime.compile": Flag(),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every key of RULES present in `cfg`; convert numeric strings in place; raise ConfigError
+    listing every wrong value."""
+    problems = []
+    for key, rule in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        fits, converted = rule.check(value)
+        if not fits:
+            problems.append(f"{key}: expected {rule.describe()}, got {value!r}")
+        elif converted is not value and isinstance(value, str):
+            log.info("%s: read the string %r as the number %r", key, value, converted)
+            OmegaConf.update(cfg, key, converted)
+    if problems:
+        raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))

@@ -1,0 +1,348 @@
+"""Faults a run must survive or refuse clearly, one test (or a few) per case:
+
+| case                                   | test                                                        |
+|----------------------------------------|-------------------------------------------------------------|
+| kill -9 after an epoch / mid-epoch     | test_killed_run_resumes_exactly (SIGKILL cases)             |
+| kill -9 in the first epoch             | test_killed_run_resumes_exactly (slow)                      |
+| SIGTERM (pre-emption)                  | test_killed_run_resumes_exactly (slow SIGTERM case)         |
+| SLURM auto-requeue resume              | test_slurm_requeue_resumes_lightnings_hpc_checkpoint        |
+| last.ckpt whatever the metric did      | test_last_checkpoint_follows_every_epoch                    |
+| second run into a used run dir         | test_used_run_dir_is_refused_then_moved_aside_on_request    |
+| resume with a different config         | test_resume_with_other_config_lists_the_keys                |
+| stale error.txt after a resume         | test_successful_resume_removes_stale_error                  |
+| NaN / inf loss                         | test_non_finite_loss_stops_and_names_where                  |
+| NaN in metrics.json                    | test_metrics_json_is_strict                                 |
+| bad config values                      | test_bad_config_value_is_named_before_data_is_read, ...     |
+| skipped rows reported                  | test_skipped_rows_reach_log_and_metrics, test_report_...   |
+| duplicate ids in test.csv              | test_duplicate_test_ids_name_their_lines                    |
+| corrupted checkpoint                   | test_changed_checkpoint_is_refused_by_analyze               |
+| concurrent atomic writes               | test_concurrent_writers_never_collide                       |
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from fer import rundir
+from fer.analyze import checkpoint_path
+from fer.callbacks.runstate import NonFiniteError
+from fer.data import DataError, read_dataset
+from fer.data.datamodule import FERDataModule
+from fer.files import write_json, write_text
+from fer.report import write_report
+from fer.schema import ConfigError, validate
+from fer.train import read_data, resolve_ckpt_path, run
+from tests.conftest import CONF, ROOT, compose_config
+
+# A seeded run small enough to repeat several times: 300 faces, batches of 16, 3 train batches an epoch,
+# with augmentation (flips, shifts) and shuffling, so every random stream matters.
+TINY = [
+    "data.path='synthetic://300?seed=0'",
+    "trainer.accelerator=cpu",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "debug=fast",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.max_epochs=2",
+    "aug=basic",
+    "seed=0",
+]
+
+
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / rundir.HISTORY_CSV).open() as f:
+        return list(csv.DictReader(f))
+
+
+def results(run_dir: Path) -> tuple[list[dict[str, str]], dict]:
+    """history.csv and metrics.json without the wall-clock fields (rundir.TIMING_KEYS)."""
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    return history(run_dir), {k: v for k, v in metrics.items() if k not in rundir.TIMING_KEYS}
+
+
+class Kill(pl.Callback):
+    """Sends `sig` to its own process when batch `batch` of epoch `epoch` is about to train."""
+
+    def __init__(self, epoch: int, batch: int, sig: int) -> None:
+        self.epoch, self.batch, self.sig = epoch, batch, sig
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            os.kill(os.getpid(), self.sig)
+
+
+def killed_run(run_dir: str, epoch: int, batch: int, sig: int) -> None:
+    """TINY in `run_dir`, killed by `sig` at (epoch, batch); run in a subprocess by the tests below.
+
+    The killer is added to the callbacks in code, not config, so the config matches the resumed run's."""
+    import fer.train
+
+    build = fer.train.build_callbacks
+    fer.train.build_callbacks = lambda cfg, path: [*build(cfg, path), Kill(epoch, batch, sig)]
+    run(compose_config("train", TINY, Path(run_dir)))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, tuple]:
+    """An uninterrupted TINY run; its folder is freed (renamed) so the killed runs can use the same path,
+    which the checkpoints record."""
+    base = tmp_path_factory.mktemp("faults")
+    run(compose_config("train", TINY, base / "run"))
+    (base / "run").rename(base / "reference")
+    return base / "run", results(base / "reference")
+
+
+@pytest.mark.parametrize(
+    ("epoch", "batch", "sig"),
+    [
+        (1, 0, signal.SIGKILL),  # right after the first epoch's checkpoint
+        (1, 2, signal.SIGKILL),  # in the middle of an epoch
+        pytest.param(0, 1, signal.SIGKILL, marks=pytest.mark.slow),  # in the first epoch
+        pytest.param(1, 1, signal.SIGTERM, marks=pytest.mark.slow),  # pre-emption
+    ],
+)
+def test_killed_run_resumes_exactly(reference, epoch, batch, sig):
+    run_dir, expected = reference
+    shutil.rmtree(run_dir, ignore_errors=True)
+    code = f"from tests.test_faults import killed_run; killed_run({str(run_dir)!r}, {epoch}, {batch}, {int(sig)})"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    if sig == signal.SIGKILL:
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        assert not (run_dir / rundir.METRICS).exists()
+    else:
+        assert done.returncode != 0, done.stderr[-2000:]
+        error = (run_dir / rundir.ERROR).read_text()
+        assert "stopped by SIGTERM at epoch 1" in error and "last.ckpt (end of epoch 0)" in error
+    run(compose_config("train", [*TINY, "ckpt_path=last"], run_dir))
+    assert results(run_dir) == expected
+    assert not (run_dir / rundir.ERROR).exists()
+
+
+def test_resumed_checkpoint_loads_weights_only_with_random_state(reference):
+    run_dir, _ = reference
+    state = torch.load(run_dir.parent / "reference" / rundir.LAST_CKPT, weights_only=True)
+    assert state["epoch"] == 1 and len(state["callbacks"]["History"]["rows"]) == 2
+    rng = state["callbacks"]["RunState"]["rng"]
+    assert set(rng) == {"python", "numpy", "torch", "torch.cuda"} and len(rng["numpy"][1]) == 624
+
+
+def test_slurm_requeue_resumes_lightnings_hpc_checkpoint(tmp_path, monkeypatch):
+    for n in (1, 2, 10):
+        (tmp_path / f"hpc_ckpt_{n}.ckpt").touch()
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert resolve_ckpt_path(None, tmp_path) is None  # outside SLURM: a fresh start
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "fer")
+    assert resolve_ckpt_path(None, tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")
+
+
+@pytest.fixture(scope="module")
+def flat_run(tmp_path_factory) -> Path:
+    """Two epochs that learn nothing (lr 1e-12): val/acc never improves after epoch 0."""
+    run_dir = tmp_path_factory.mktemp("flat") / "run"
+    run(compose_config("train", [*TINY, "optim.lr=1e-12"], run_dir))
+    return run_dir
+
+
+def test_last_checkpoint_follows_every_epoch(flat_run):
+    assert torch.load(flat_run / rundir.BEST_CKPT, weights_only=True)["epoch"] == 0
+    assert torch.load(flat_run / rundir.LAST_CKPT, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in (flat_run / rundir.CHECKPOINTS).iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_resume_with_other_config_lists_the_keys(flat_run):
+    before = (flat_run / rundir.METRICS).read_text()
+    overrides = [*TINY, "optim.lr=0.1", "data.batch_size=8", "trainer.max_epochs=5", "ckpt_path=last"]
+    with pytest.raises(rundir.RunDirError) as caught:
+        run(compose_config("train", overrides, flat_run))
+    message = str(caught.value)
+    assert "optim.lr: 1e-12 -> 0.1" in message and "data.batch_size: 16 -> 8" in message
+    assert "max_epochs:" not in message  # a budget key
+    assert (flat_run / rundir.METRICS).read_text() == before and not (flat_run / rundir.ERROR).exists()
+
+
+def test_successful_resume_removes_stale_error(tmp_path):
+    run_dir = tmp_path / "run"
+    run(compose_config("train", [*TINY, "trainer.max_epochs=1"], run_dir))
+    write_text(run_dir / rundir.ERROR, "Traceback: an earlier attempt failed\n")
+    run(compose_config("train", [*TINY, "ckpt_path=last"], run_dir))
+    assert not (run_dir / rundir.ERROR).exists()
+    assert [r["epoch"] for r in history(run_dir)] == ["0", "1"]
+
+
+def test_used_run_dir_is_refused_then_moved_aside_on_request(flat_run):
+    before = {p.name: p.stat().st_mtime_ns for p in flat_run.iterdir()}
+    with pytest.raises(rundir.RunDirError, match="already holds a run .*ckpt_path=last.*hydra.run.dir"):
+        run(compose_config("train", [*TINY, "data.path=/nonexistent.csv"], flat_run))
+    assert {p.name: p.stat().st_mtime_ns for p in flat_run.iterdir()} == before
+    old_best = rundir.sha256(flat_run / rundir.BEST_CKPT)
+
+    run(compose_config("train", [*TINY, "trainer.max_epochs=1", "overwrite=true"], flat_run))
+    (aside,) = flat_run.parent.glob("run.replaced-*")
+    assert rundir.sha256(aside / rundir.BEST_CKPT) == old_best
+    assert json.loads((aside / rundir.METRICS).read_text())["epochs"] == 2
+    assert json.loads((flat_run / rundir.METRICS).read_text())["epochs"] == 1
+    assert sorted(p.name for p in (flat_run / rundir.CHECKPOINTS).iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_non_finite_loss_stops_and_names_where(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=r"non-finite training loss .* at epoch 0, step \d+") as caught:
+        run(compose_config("train", [*TINY, "optim.lr=1e30"], run_dir))
+    assert f"last finite checkpoint is {run_dir / rundir.LAST_CKPT} (start of training)" in str(caught.value)
+    assert "NonFiniteError" in (run_dir / rundir.ERROR).read_text()
+    assert not (run_dir / rundir.METRICS).exists()
+    for ckpt in (run_dir / rundir.CHECKPOINTS).glob("*.ckpt"):
+        weights = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), ckpt
+
+
+def test_metrics_json_is_strict(tmp_path):
+    path = write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": None})
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": None}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("aug.rotation=abc", "aug.rotation: expected a number in [0, 180], got 'abc'"),
+        ("aug.rotation=400", "aug.rotation: expected a number in [0, 180], got 400"),
+        ("data.batch_size=-1", "data.batch_size: expected an integer >= 1, got -1"),
+        ("data.batch_size=2.5", "data.batch_size: expected an integer >= 1, got 2.5"),
+        ("aug.hflip=1.5", "aug.hflip: expected a number in [0, 1], got 1.5"),
+        ("aug.pad_crop=30", "aug.pad_crop: expected an integer in [0, 24], got 30"),
+        ("loss.label_smoothing=1", "loss.label_smoothing: expected a number in [0, 1), got 1"),
+        ("loss.class_weights=maybe", "loss.class_weights: expected true or false, got 'maybe'"),
+        (
+            "data.normalization=zscore",
+            "data.normalization: expected one of none, unit, standardize, per_image",
+        ),
+        ("data.val_fraction=1.0", "data.val_fraction: expected a number in (0, 1) or null, got 1.0"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs: expected an integer >= -1 or null, got -5"),
+        ("trainer.limit_train_batches=-1", "trainer.limit_train_batches: expected an integer >= 0 (batches)"),
+        ("+trainer.max_time=soon", "trainer.max_time: expected null, DD:HH:MM:SS"),
+    ],
+)
+def test_bad_config_value_is_named_before_data_is_read(override, message, tmp_path):
+    # The data path does not exist: reading any data first would fail with a DataError instead.
+    cfg = compose_config("train", [*TINY, "data.path=/nonexistent.csv", override], tmp_path / "run")
+    with pytest.raises(ConfigError) as caught:
+        run(cfg)
+    assert message in str(caught.value)
+    assert "ConfigError" in (tmp_path / "run" / rundir.ERROR).read_text()
+
+
+def test_every_wrong_value_is_listed_at_once(tmp_path):
+    cfg = compose_config("train", [*TINY, "aug.rotation=abc", "data.batch_size=0"], tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"(?s)data.batch_size: expected an integer >= 1.*aug.rotation: "):
+        validate(cfg)
+
+
+def test_quoted_number_is_converted_not_stored_as_text(tmp_path, caplog):
+    cfg = compose_config("train", [*TINY, "aug.rotation='30'", "data.batch_size='8'"], tmp_path / "run")
+    assert cfg.aug.rotation == "30"  # what Hydra makes of a quoted number
+    with caplog.at_level(logging.INFO, logger="fer.schema"):
+        validate(cfg)
+    assert cfg.aug.rotation == 30.0 and isinstance(cfg.aug.rotation, float)
+    assert cfg.data.batch_size == 8 and isinstance(cfg.data.batch_size, int)
+    assert "aug.rotation: read the string '30' as the number 30.0" in caplog.text
+
+
+def bad_fer2013(path: Path) -> Path:
+    """A fer2013.csv with all three splits and 3 bad rows (lines 4, 9, 15)."""
+    images = np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    usages = ["Training"] * 30 + ["PublicTest"] * 5 + ["PrivateTest"] * 5
+    lines = ["emotion,pixels,Usage"] + [
+        f"{k % 7},{' '.join(map(str, image.ravel()))},{u}" for k, (image, u) in enumerate(zip(images, usages))
+    ]
+    for line in (4, 9, 15):
+        lines[line - 1] = "9" + lines[line - 1][1:]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_skipped_rows_reach_log_and_metrics(tmp_path, caplog):
+    path = bad_fer2013(tmp_path / "bad.csv")
+    datamodule = FERDataModule(str(path), on_bad_row="skip", cache_dir=str(tmp_path / "cache"), batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="fer.train"):
+        notes = read_data(datamodule)
+    assert notes["skipped_rows"] == 3 and len(notes["notes"]) == 1
+    for line in (4, 9, 15):
+        assert f"line {line}: label '9'" in notes["notes"][0]
+        assert f"line {line}: label '9'" in caplog.text
+
+
+def test_report_shows_skipped_rows(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    note = "skipped 3 bad rows of x.csv (first: x.csv: line 4: label '9'; x.csv: line 9: label '9')"
+    write_json(
+        run_dir / rundir.METRICS, {"best": {}, "test": {}, "data": {"skipped_rows": 3, "notes": [note]}}
+    )
+    data = {"rows": 1, "what": "split test", "source": "x.csv", "labelled": 1}
+    analysis = {"mode": "analyze", "checkpoint": "c.ckpt", "written": "now", "data": data, "files": {}}
+    page = html.unescape(write_report(tmp_path, analysis, run_dir=run_dir).read_text())
+    assert note in page
+
+
+def test_duplicate_test_ids_name_their_lines(tmp_path):
+    face = " ".join(["0"] * 48 * 48)
+    (tmp_path / "train.csv").write_text("label,feature\n" + "".join(f"{k},{face}\n" for k in range(7)))
+    ids = [1, 2, 3, 2, 5, 1]
+    (tmp_path / "test.csv").write_text("id,feature\n" + "".join(f"{i},{face}\n" for i in ids))
+    with pytest.raises(
+        DataError, match=r"test.csv: duplicate ids.*id '1' on lines 2, 7; id '2' on lines 3, 5"
+    ):
+        read_dataset(tmp_path, cache_dir=False)
+
+
+def test_changed_checkpoint_is_refused_by_analyze(reference):
+    run_dir = reference[0].parent / "reference"
+    assert checkpoint_path(None, str(run_dir)) == run_dir / rundir.BEST_CKPT  # intact: accepted
+    broken = run_dir.parent / "broken"
+    shutil.copytree(run_dir, broken)
+    data = bytearray((broken / rundir.BEST_CKPT).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / rundir.BEST_CKPT).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"best.ckpt: sha256 [0-9a-f]{64} differs from the [0-9a-f]{64}"):
+        checkpoint_path(None, str(broken))
+
+
+def test_concurrent_writers_never_collide(tmp_path):
+    path = tmp_path / "summary.csv"
+    texts = [f"writer {k}\n" * 2000 for k in range(8)]
+
+    def write(k: int) -> None:
+        for _ in range(30):
+            write_text(path, texts[k])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))  # a shared temp name would fail here (the file renamed away)
+    assert path.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+
+
+def test_checkpoint_config_names_match_the_run_dir_contract():
+    nodes = yaml.safe_load((CONF / "callbacks/model_checkpoint.yaml").read_text())
+    names = {node["filename"] for node in nodes.values()}
+    assert names == {rundir.BEST, rundir.LAST}
+    assert all(node["dirpath"].endswith(f"/{rundir.CHECKPOINTS}") for node in nodes.values())

@@ -11,14 +11,13 @@ import csv
 import html
 import io
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from fer.files import write_text
+from fer.files import write_json, write_text  # noqa: F401  (write_json: re-exported for analyze)
 
 # One sentence per measure, reused in captions and table headers.
 EXPLAIN = {
@@ -49,21 +48,6 @@ figcaption { font-size: 0.92em; color: #444; margin-top: 0.3em; }
 .meta { color: #555; font-size: 0.92em; } .note { background: #fff6d9; padding: 0.4em 0.8em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null: strict JSON (browsers, jq) has no NaN."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:

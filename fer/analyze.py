@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,40 +21,34 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics.functional import spearman_corrcoef
 
 from fer import rundir
 from fer.data import read_dataset
 from fer.data.datamodule import STAGES
 from fer.data.faceset import FaceSet
-from fer.interpret.activation_max import dead_filters, maximize_activation
+from fer.files import write_csv, write_json
+from fer.interpret.activation_max import dead_filters, maximize_activation, maximize_class
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
-from fer.interpret.evaluation import (
-    deletion_auc,
-    mask_fraction,
-    mass_inside,
-    pointing_game,
-    random_deletion_auc,
-    randomized_copy,
-)
+from fer.interpret.evaluation import evaluate_methods
 from fer.interpret.features import feature_maps, top_exemplars
 from fer.interpret.figures import (
-    UpTo,
-    conv_layers,
     face_label,
-    layer_by_name,
     pick_per_class,
+    plot_classes,
     plot_exemplars,
     plot_faces,
     plot_feature_maps,
     plot_filters,
+    plot_layers,
     plot_saliency,
 )
+from fer.interpret.layers import UpTo, conv_layers, layer_by_name
+from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.predict import predict_proba, scores, submission_rows, write_predictions, write_submission
-from fer.report import write_csv, write_json, write_report
+from fer.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -208,42 +201,6 @@ def check_methods(methods: Sequence[str]) -> None:
         raise ValueError(f"analysis.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
 
 
-def saliency_metrics(
-    model: nn.Module,
-    images: Tensor,
-    targets: Tensor,
-    masks: Tensor | None,
-    maps: Mapping[str, Tensor],
-    cam_layer: str | None,
-    steps: int,
-    seed: int,
-    attribution: Mapping[str, Any],
-) -> dict[str, dict[str, float]]:
-    """fer.interpret.evaluation's measures of already-computed maps; the mask measures only where masks exist.
-
-    Not `evaluate_methods`: that recomputes the maps, needs masks and uses attribute's default options.
-    """
-    random_model = randomized_copy(model, seed)
-    random_layer = random_model.get_submodule(cam_layer) if cam_layer else None
-    random_auc = random_deletion_auc(model, images, targets, steps=steps, seed=seed)
-    chance = None if masks is None else mask_fraction(masks)
-    report = {}
-    for method, trained in maps.items():
-        row = {}
-        if masks is not None:
-            row = {"pointing_game": pointing_game(trained, masks), "mass_inside": mass_inside(trained, masks)}
-            row["chance"] = chance
-        shuffled = attribute(random_model, images, targets, method, random_layer, **attribution)
-        rho = spearman_corrcoef(trained.flatten(1).abs().T, shuffled.flatten(1).abs().T)
-        row |= {
-            "deletion_auc": deletion_auc(model, images, targets, trained, steps=steps),
-            "random_deletion_auc": random_auc,
-            "randomization_spearman": rho.nanmean().item(),
-        }
-        report[method] = row
-    return report
-
-
 def run(cfg: DictConfig) -> Any:
     """Analyse (or predict with, or summarise) as `cfg` says; return the output folder (or the summary)."""
     if cfg.get("sweep"):
@@ -252,7 +209,7 @@ def run(cfg: DictConfig) -> Any:
         return importlib.import_module("fer.summarize").summarize(Path(cfg.sweep))
     options = cfg.analysis
     check_methods(options.methods)
-    torch.manual_seed(cfg.seed)  # SmoothGrad's noise
+    torch.manual_seed(cfg.seed)  # whatever still draws from torch's global RNG
     ckpt = checkpoint_path(cfg.get("ckpt"), cfg.get("run"))
     predicting = bool(cfg.get("predict"))
     timer = Timer()
@@ -299,8 +256,9 @@ def run(cfg: DictConfig) -> Any:
         with timer("saliency"):
             _saliency(analysis, draws, out, model, faces, probs, targets, names, cam_layer, options, cfg.seed)
         pool = torch.from_numpy(faces.images[: options.pool]).unsqueeze(1)
-        for name in layers:
-            _filters(analysis, draws, out, timer, model, name, pool, faces, options, cfg.seed)
+        _features(analysis, draws, out, timer, model, layers, pool, faces, options, cfg.seed)
+        with timer("class_visualization"):
+            _classes(analysis, draws, out, model, pool, faces, names, options, cfg.seed)
 
     with timer("figures"):
         for draw in draws:
@@ -386,12 +344,14 @@ def _predictions(
 
 
 def _layers(model: nn.Module, options: DictConfig, notes: list[str]) -> tuple[list[str], str | None]:
-    """The layers to study (`options.layers` or the first two conv layers) and the Grad-CAM layer
-    (`options.cam_layer` or the last conv layer), names checked."""
+    """The layers to study (`options.layers` or the first and the last conv layer) and the Grad-CAM layer
+    (`options.cam_layer` or `fer.interpret.layers.cam_layer`'s choice), names checked."""
     convs = conv_layers(model)
-    layers = list(options.layers) if options.layers is not None else convs[:2]
-    cam_layer = options.cam_layer or (convs[-1] if convs else None)
-    for name in [*layers, *([cam_layer] if cam_layer else [])]:
+    layers = (
+        list(options.layers) if options.layers is not None else list(dict.fromkeys(convs[:1] + convs[-1:]))
+    )
+    cam = options.cam_layer or default_cam_layer(model)
+    for name in [*layers, *([cam] if cam else [])]:
         layer_by_name(model, name)
     if not convs:
         notes.append(
@@ -399,7 +359,7 @@ def _layers(model: nn.Module, options: DictConfig, notes: list[str]) -> tuple[li
             "HiResCAM are left out (name layers with analysis.layers=[...] or analysis.cam_layer=... to "
             "study others)."
         )
-    return layers, cam_layer
+    return layers, cam
 
 
 def _saliency(
@@ -415,42 +375,51 @@ def _saliency(
     options: DictConfig,
     seed: int,
 ) -> None:
-    """Attribution maps of class-balanced faces: the grid's rows first, then the rest of the measured faces."""
+    """Attribution maps of class-balanced faces, their measures with intervals and each method's verdict.
+
+    The grid's rows are the first `per_class` faces of each class; the measures run on the first
+    `metric_per_class` of each class (all of a class that has fewer), the grid's rows among them.
+    """
     methods = [m for m in options.methods if m not in CAM_METHODS or cam_layer is not None]
     layer = layer_by_name(model, cam_layer) if cam_layer else None
     rows = len(pick_per_class(targets, options.per_class))
-    per_class = max(options.per_class, math.ceil(options.metric_images / len(names)))
-    index = pick_per_class(targets, per_class)[: max(rows, options.metric_images)]
+    index = pick_per_class(targets, max(options.per_class, options.metric_per_class))
     images = torch.from_numpy(faces.images[index.numpy()]).unsqueeze(1)
     chosen = targets[index]
-    attribution = dict(options.attribution)
+    attribution = dict(options.attribution) | {"noise_seed": seed}
     maps = {m: attribute(model, images, chosen, m, layer, **attribution) for m in methods}
     analysis["saliency"] = {
         "methods": methods,
         "rows": [str(faces.ids[i]) for i in index[:rows].tolist()],
         "cam_layer": cam_layer,
     }
-    n = min(options.metric_images, len(index))
-    if n:
-        masks = None if faces.masks is None else torch.from_numpy(faces.masks[index[:n].numpy()])
+    unreliable = {}
+    if options.metric_per_class:
+        masks = None if faces.masks is None else torch.from_numpy(faces.masks[index.numpy()])
         if masks is None:
             analysis["notes"].append(
                 "The data has no ground-truth masks (only synthetic faces do): pointing game and mass "
-                "inside are left out."
+                "inside are left out; the verdicts rest on deletion and randomisation."
             )
-        measured = {m: maps[m][:n] for m in methods}
-        analysis["saliency"]["metric_images"] = n
-        analysis["saliency"]["metrics"] = saliency_metrics(
+        measures = evaluate_methods(
             model,
-            images[:n],
-            chosen[:n],
+            images,
+            chosen,
             masks,
-            measured,
-            cam_layer,
-            options.deletion_steps,
-            seed,
-            attribution,
+            methods,
+            layer,
+            steps=options.deletion_steps,
+            seed=seed,
+            attribution=attribution,
+            maps=maps,
+            thresholds=options.verdict,
         )
+        analysis["saliency"] |= {
+            "metric_images": len(index),
+            "metric_classes": {names[c]: int((chosen == c).sum()) for c in chosen.unique().tolist()},
+            "metrics": measures,
+        }
+        unreliable = {m: row["verdict"]["failed"] for m, row in measures.items() if row["verdict"]["failed"]}
     preds = probs[index[:rows]].argmax(dim=1)
     labels = [
         face_label(names, int(faces.labels[i]), int(p), probs[i, p].item())
@@ -466,8 +435,41 @@ def _saliency(
             labels,
             out / "saliency.png",
             title=f"Attribution maps for the {explained} class",
+            unreliable=unreliable,
         )
     )
+
+
+def _features(
+    analysis: dict[str, Any],
+    draws: list[Callable[[], Path]],
+    out: Path,
+    timer: Timer,
+    model: nn.Module,
+    layers: Sequence[str],
+    pool: Tensor,
+    faces: FaceSet,
+    options: DictConfig,
+    seed: int,
+) -> None:
+    """Each layer's filters (`_filters`), then the layers side by side: activation maximization beside
+    the best real faces of the first `side_by_side` filters."""
+    shown = {}
+    for name in layers:
+        synthetic, reached, index, top = _filters(
+            analysis, draws, out, timer, model, name, pool, faces, options, seed
+        )
+        n = options.side_by_side
+        shown[name] = (synthetic[:n], reached[:n], pool[index[:n, :3]].squeeze(2), top[:n, :3])
+    if shown and options.side_by_side:
+        analysis["files"]["layers"] = "layers.png"
+        draws.append(
+            lambda: plot_layers(
+                shown,
+                out / "layers.png",
+                title="Activation maximization (AM) beside the best real faces, layer by layer",
+            )
+        )
 
 
 def _filters(
@@ -481,8 +483,9 @@ def _filters(
     faces: FaceSet,
     options: DictConfig,
     seed: int,
-) -> None:
-    """Activation maximization, top real images, dead filters and feature maps of one layer."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Activation maximization, top real images, dead filters and feature maps of one layer; returns the
+    AM images (C,H,W), their activations (C,), the exemplars' pool indices (C,k) and activations (C,k)."""
     layer = layer_by_name(model, name)
     upto = UpTo(model, layer)
     image = pool[min(options.feature_map_image, len(pool) - 1)]
@@ -492,9 +495,7 @@ def _filters(
         index, top = top_exemplars(upto, layer, pool, channels, k=options.exemplars)
         dead = dead_filters(upto, layer, pool).tolist()
     with timer("activation_max"):
-        synthetic, reached = maximize_activation(
-            upto, layer, channels, steps=options.am_steps, lr=options.am_lr, param=options.am_param, seed=seed
-        )
+        synthetic, reached = maximize_activation(upto, layer, channels, seed=seed, **options.am)
     files = {"filters": f"filters_{name}.png", "exemplars": f"exemplars_{name}.png"}
     analysis.setdefault("filters", {})[name] = {
         "num_channels": len(maps),
@@ -502,6 +503,8 @@ def _filters(
         "channels": channels,
         "reached": reached.tolist(),
         "dataset_max": top[:, 0].tolist(),
+        # the share of the analysed filters whose AM image beats every real face of the pool
+        "reached_fraction": (reached >= top[:, 0]).float().mean().item(),
         "dead": dead,
         "exemplars": {str(c): [str(faces.ids[i]) for i in row] for c, row in zip(channels, index.tolist())},
         "files": files,
@@ -541,3 +544,44 @@ def _filters(
         analysis["notes"].append(f"{name} outputs no spatial maps: its feature maps are not drawn.")
     for key, file in files.items():
         analysis["files"][f"{key}_{name}"] = file
+    return synthetic, reached, index, top
+
+
+def _classes(
+    analysis: dict[str, Any],
+    draws: list[Callable[[], Path]],
+    out: Path,
+    model: nn.Module,
+    pool: Tensor,
+    faces: FaceSet,
+    names: Sequence[str],
+    options: DictConfig,
+    seed: int,
+) -> None:
+    """Class visualization: the image maximising each class's logit, beside the pool's face with the
+    highest logit of that class."""
+    classes = list(range(len(names)))
+    synthetic, reached = maximize_class(model, classes, seed=seed, **options.am)
+    index, best = top_exemplars(model, model, pool, classes, k=1)
+    probability = predict_proba(model, synthetic)[torch.arange(len(classes)), classes]
+    analysis["classes"] = {
+        name: {
+            "logit": reached[c].item(),
+            "probability": probability[c].item(),
+            "best_real_logit": best[c, 0].item(),
+            "best_real_id": str(faces.ids[int(index[c, 0])]),
+        }
+        for c, name in enumerate(names)
+    }
+    analysis["files"]["classes"] = "classes.png"
+    draws.append(
+        lambda: plot_classes(
+            synthetic,
+            reached,
+            pool[index[:, 0], 0],
+            best[:, 0],
+            names,
+            out / "classes.png",
+            title="Class visualization: the input that maximises each class's logit, beside the best real face",
+        )
+    )

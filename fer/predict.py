@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from fer.data.faceset import FaceSet
+from fer.files import write_csv
 from fer.interpret.attribution import as_input, eval_mode, model_device
-from fer.report import write_csv
 
 
 @torch.no_grad()

@@ -21,16 +21,16 @@ from fer.data.datamodule import FERDataModule
 from fer.interpret.attribution import METHODS
 from fer.module import FERModule
 from fer.train import run as train
-from tests.conftest import FAST, ROOT, compose_config
+from tests.conftest import FAST, ROOT, SHARED_FER2013, compose_config
 
 # Every method, at a cost that keeps the shared analysis to seconds on a CPU.
 SMALL = [
-    "analysis.metric_images=7",
+    "analysis.metric_per_class=2",
     "analysis.deletion_steps=4",
     "analysis.attribution.nt_samples=2",
     "analysis.attribution.ig_steps=4",
     "analysis.filters=4",
-    "analysis.am_steps=4",
+    "analysis.am.steps=4",
     "analysis.exemplars=3",
     "analysis.feature_maps=8",
     "analysis.mistakes=6",
@@ -41,11 +41,13 @@ FILES = [
     "mistakes.png",
     "saliency.png",
     "filters_net.features.0.png",
-    "filters_net.features.4.png",
+    "filters_net.features.12.png",
     "exemplars_net.features.0.png",
-    "exemplars_net.features.4.png",
+    "exemplars_net.features.12.png",
     "feature_maps_net.features.0.png",
-    "feature_maps_net.features.4.png",
+    "feature_maps_net.features.12.png",
+    "layers.png",
+    "classes.png",
     "analysis.json",
     "report.html",
 ]
@@ -111,6 +113,7 @@ def test_writes_every_file(analysed):
         "saliency",
         "exemplars",
         "activation_max",
+        "class_visualization",
         "figures",
         "report",
     }
@@ -148,20 +151,32 @@ def test_mistakes_are_wrong_and_most_confident_first(analysed):
 def test_saliency_measures_are_real_numbers_against_the_masks(analysed, test_faces):
     _, analysis = analysed
     saliency = analysis["saliency"]
-    assert saliency["methods"] == list(METHODS) and saliency["cam_layer"] == "net.features.12"
-    # One face per class present, in class order: the grid's rows and the measured faces.
+    # the CAM layer: cnn4's deepest conv with a 12x12 output
+    assert saliency["methods"] == list(METHODS) and saliency["cam_layer"] == "net.features.8"
+    # One face per class present, in class order: the grid's rows.
     ids = saliency["rows"]
     index = [int(np.flatnonzero(test_faces.ids == i)[0]) for i in ids]
-    assert test_faces.labels[index].tolist() == sorted(set(test_faces.labels.tolist()))
-    chance = test_faces.masks[index[: saliency["metric_images"]]].mean()
+    classes = sorted(set(test_faces.labels.tolist()))
+    assert test_faces.labels[index].tolist() == classes
+    # The measured faces: two of each class (metric_per_class=2), the grid's first.
+    counts = np.bincount(test_faces.labels, minlength=7)
+    assert saliency["metric_images"] == sum(min(2, c) for c in counts)
+    assert sum(saliency["metric_classes"].values()) == saliency["metric_images"]
+    first_two = [i for c in classes for i in np.flatnonzero(test_faces.labels == c)[:2]]
+    chance = test_faces.masks[first_two].mean()
     for method, row in saliency["metrics"].items():
-        assert row["chance"] == pytest.approx(chance, rel=1e-5), method
-        assert 0 <= row["pointing_game"] <= 1 and 0 <= row["mass_inside"] <= 1
-        assert (
-            0 <= row["deletion_auc"] <= 1
-            and row["random_deletion_auc"] == saliency["metrics"]["saliency"]["random_deletion_auc"]
-        )
-        assert row["randomization_spearman"] is None or -1 <= row["randomization_spearman"] <= 1
+        assert row["chance"]["mean"] == pytest.approx(chance, rel=1e-5), method
+        for measure in ("pointing_game", "mass_inside", "deletion_auc"):
+            low, high = row[measure]["ci95"]
+            assert 0 <= low <= row[measure]["mean"] <= high <= 1, (method, measure)
+            assert row[measure]["n"] == saliency["metric_images"]
+        assert row["random_deletion_auc"] == saliency["metrics"]["saliency"]["random_deletion_auc"]
+        rho = row["randomization_spearman"]
+        assert rho["n"] + rho["excluded"] == saliency["metric_images"]
+        assert rho["mean"] is None or -1 <= rho["mean"] <= 1
+        verdict = row["verdict"]
+        assert set(verdict["checks"]) == {"pointing", "deletion", "randomization"}
+        assert verdict["reliable"] == (verdict["reason"] == "reliable for this model")
 
 
 def test_filters_against_hooked_activations(analysed, model, test_faces):
@@ -175,7 +190,21 @@ def test_filters_against_hooked_activations(analysed, model, test_faces):
         dead = torch.nonzero(out.amax(dim=(0, 2, 3)) <= 0).flatten().tolist()
         assert info["dead"] == dead
         assert len(info["reached"]) == 4 and all(np.isfinite(info["reached"]))
+        reached = sum(r >= b for r, b in zip(info["reached"], info["dataset_max"]))
+        assert info["reached_fraction"] == pytest.approx(reached / 4)
         assert len(info["exemplars"]["0"]) == 3
+
+
+def test_class_visualizations_against_the_model(analysed, model, test_faces):
+    _, analysis = analysed
+    classes = analysis["classes"]
+    assert list(classes) == model.class_names
+    images = torch.from_numpy(test_faces.images).float()[:, None]
+    with torch.no_grad():
+        logits = model(images)
+    for c, row in enumerate(classes.values()):
+        assert row["best_real_logit"] == pytest.approx(logits[:, c].max().item(), rel=1e-4, abs=1e-5)
+        assert 0 <= row["probability"] <= 1 and np.isfinite(row["logit"])
 
 
 def test_report_inlines_every_figure(analysed, trained):
@@ -328,11 +357,52 @@ def test_default_settings_on_the_test_split(trained, tmp_path):
     assert len(analysis["saliency"]["metrics"]) == len(METHODS)
     assert all(len(info["reached"]) == 16 for info in analysis["filters"].values())
     assert all(
-        np.isfinite(v)
+        np.isfinite(summary["mean"])
         for row in analysis["saliency"]["metrics"].values()
-        for v in row.values()
-        if v is not None
+        for summary in row.values()
+        if isinstance(summary, dict) and "mean" in summary
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_FER2013.is_file(), reason=f"needs the shared FER2013 copy at {SHARED_FER2013}")
+def test_default_analysis_of_a_model_of_real_faces(tmp_path, monkeypatch):
+    """cnn4 trained briefly on FER2013 (no masks), analysed with the defaults: every figure and number,
+    and verdicts from deletion and randomisation."""
+    monkeypatch.setenv("FER2013_PATH", str(SHARED_FER2013))
+    run_dir = tmp_path / "real"
+    overrides = [
+        "data=fer2013_dev",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=40",
+        "+trainer.limit_val_batches=4",
+        "+trainer.limit_test_batches=4",
+        "callbacks.rich_progress_bar=null",
+        "seed=0",
+    ]
+    train(compose_config("train", overrides, run_dir))
+    out = tmp_path / "analysis"
+    analyze(analyze_config(out, f"run={run_dir}"))
+    analysis = json.loads((out / "analysis.json").read_text())
+    for name in FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert analysis["data"]["what"] == "the test stage (PublicTest)" and analysis["data"]["rows"] == 3589
+    saliency = analysis["saliency"]
+    # PublicTest has at least 56 faces of every class: 10 of each
+    assert saliency["metric_images"] == 70 and set(saliency["metric_classes"].values()) == {10}
+    assert any("no ground-truth masks" in note for note in analysis["notes"])
+    for method, row in saliency["metrics"].items():
+        assert "pointing_game" not in row, method
+        checks = row["verdict"]["checks"]
+        assert set(checks) == {"deletion", "randomization"}, method
+        assert all(isinstance(check["passed"], bool) for check in checks.values())
+        assert np.isfinite(row["deletion_auc"]["mean"]) and row["deletion_auc"]["n"] == 70
+    for info in analysis["filters"].values():
+        assert 0 <= info["reached_fraction"] <= 1 and len(info["reached"]) == 16
+    assert len(analysis["classes"]) == 7
+    page = (out / "report.html").read_text()
+    assert "reliable for this model" in page and "excluded" in page
 
 
 CHECK_IMAGES = """<script>

@@ -57,6 +57,8 @@ def test_figures_every_n_epochs_and_at_the_end(logged_run):
     # Epoch 1 is the 2nd epoch (every 2); epoch 2 is the last, drawn when fitting ends.
     names = sorted(p.name for p in (logged_run / "figures").glob("*.png"))
     assert names == [
+        "classes_epoch001.png",
+        "classes_epoch002.png",
         "filters_epoch001.png",
         "filters_epoch002.png",
         "saliency_epoch001.png",
@@ -71,12 +73,13 @@ def test_figures_reach_tensorboard_and_wandb(logged_run):
     accumulator = EventAccumulator(str(logged_run / "tensorboard"), size_guidance={"images": 0})
     accumulator.Reload()
     tags = accumulator.Tags()["images"]
-    assert {"figures/saliency", "figures/filters"} <= set(tags)
+    assert {"figures/saliency", "figures/filters", "figures/classes"} <= set(tags)
     assert len(accumulator.Images("figures/saliency")) == 2
     (offline,) = (logged_run / "wandb").glob("offline-run-*")
     media = offline / "files/media"
     assert len(list(media.glob("images/figures/saliency_*.png"))) == 2
     assert len(list(media.glob("images/figures/filters_*.png"))) == 2
+    assert len(list(media.glob("images/figures/classes_*.png"))) == 2
     # TestConfusion: the interactive chart's table.
     assert len(list(media.glob("table/test/confusion_matrix_table_*.table.json"))) == 1
 
@@ -105,7 +108,11 @@ def test_drawing_leaves_training_state_alone(datamodule, tmp_path):
     trainer = SimpleNamespace(datamodule=datamodule, is_global_zero=True, loggers=[], global_step=7)
     callback.on_fit_start(trainer, module)
     figures = callback.draw(trainer, module, epoch=4)
-    assert sorted(p.name for p in figures.values()) == ["filters_epoch004.png", "saliency_epoch004.png"]
+    assert sorted(p.name for p in figures.values()) == [
+        "classes_epoch004.png",
+        "filters_epoch004.png",
+        "saliency_epoch004.png",
+    ]
     assert module.training and all(m.training for m in module.modules())
     assert all(p.grad is None for p in module.parameters())
     after = module.state_dict()

@@ -13,19 +13,30 @@ from torch import nn
 from fer.data.labels import NUM_CLASSES
 from fer.data.synthetic import generate
 from fer.data.transforms import Normalizer
-from fer.interpret.activation_max import dataset_max_activation, dead_filters, maximize_activation
+from fer.interpret.activation_max import (
+    dataset_max_activation,
+    dead_filters,
+    maximize_activation,
+    maximize_class,
+)
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.interpret.evaluation import (
+    bootstrap_interval,
     deletion_auc,
     evaluate_methods,
     mask_fraction,
     mass_inside,
     pointing_game,
     random_deletion_auc,
+    randomization_check,
     randomized_copy,
+    rank_correlation,
+    summarize,
+    verdict,
 )
 from fer.interpret.features import channel_activations, feature_maps, top_exemplars
+from fer.interpret.layers import conv_layers, last_conv, layer_output
 from fer.models.cnn4 import CNN4
 
 N_TRAIN, N_EVAL = 2200, 64
@@ -89,9 +100,13 @@ def held_out(faces) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def report(trained, held_out) -> dict[str, dict[str, float]]:
+def report(trained, held_out) -> dict[str, dict]:
     # HiResCAM on the third conv (12x12): the last one (6x6) is coarse next to the faces' small regions
     return evaluate_methods(trained, *held_out, methods=REPORT_METHODS, layer=convs(trained)[2])
+
+
+def mean(report: dict, method: str, measure: str) -> float:
+    return report[method][measure]["mean"]
 
 
 def test_small_cnn_learns_the_synthetic_task(trained, faces):
@@ -108,43 +123,66 @@ ABOVE_CHANCE = ("saliency", "smoothgrad", "integrated_gradients", "hirescam")
 
 @pytest.mark.parametrize("method", ABOVE_CHANCE)
 def test_attribution_points_into_the_class_regions(report, method):
-    scores = report[method]
-    assert scores["pointing_game"] > scores["chance"] + 0.15
-    assert scores["mass_inside"] > scores["chance"] + 0.03
+    chance = mean(report, method, "chance")
+    assert mean(report, method, "pointing_game") > chance + 0.15
+    assert mean(report, method, "mass_inside") > chance + 0.03
 
 
 @pytest.mark.parametrize("method", ABOVE_CHANCE)
 def test_deleting_most_attributed_pixels_beats_random_order(report, method):
-    assert report[method]["deletion_auc"] < report[method]["random_deletion_auc"] - 0.1
+    assert mean(report, method, "deletion_auc") < mean(report, method, "random_deletion_auc") - 0.1
 
 
 def test_deletion_order_matters(trained, held_out):
     images, labels, _ = held_out
     maps = attribute(trained, images, labels, "saliency")
-    most_first = deletion_auc(trained, images, labels, maps)
-    least_first = deletion_auc(trained, images, labels, -maps)
-    assert most_first < random_deletion_auc(trained, images, labels) < least_first
+    most_first = deletion_auc(trained, images, labels, maps).mean()
+    least_first = deletion_auc(trained, images, labels, -maps).mean()
+    assert most_first < random_deletion_auc(trained, images, labels).mean() < least_first
 
 
 def test_weight_randomization_changes_saliency_more_than_guided_backprop(report):
     # Measured, not assumed: IG multiplies by (input - baseline), so its maps keep the image's own edges
     # whatever the weights; SmoothGrad is as insensitive, plain saliency the most sensitive.
-    spearman = {method: scores["randomization_spearman"] for method, scores in report.items()}
+    spearman = {method: mean(report, method, "randomization_spearman") for method in report}
     assert spearman["saliency"] + 0.03 < spearman["guided_backprop"] < spearman["integrated_gradients"] - 0.1
 
 
-def test_report_is_plain_json(report):
+def test_report_is_plain_json_with_intervals(report):
     assert set(report) == set(REPORT_METHODS)
     for scores in report.values():
-        assert all(type(value) is float for value in scores.values())
-    json.dumps(report)
+        for measure in ("pointing_game", "mass_inside", "chance", "deletion_auc", "randomization_spearman"):
+            summary = scores[measure]
+            low, high = summary["ci95"]
+            assert type(summary["mean"]) is float and low <= summary["mean"] <= high
+            assert summary["n"] + summary["excluded"] == N_EVAL
+        assert type(scores["verdict"]["reliable"]) is bool and type(scores["constant_maps"]) is int
+    json.dumps(report, allow_nan=False)
+
+
+def test_verdicts_follow_the_measured_numbers(report):
+    for method, scores in report.items():
+        checks = scores["verdict"]["checks"]
+        assert set(checks) == {"pointing", "deletion", "randomization"}
+        assert checks["pointing"]["passed"] == (checks["pointing"]["ci95"][0] > 0.05)
+        assert checks["randomization"]["passed"] == (scores["randomization_spearman"]["ci95"][1] < 0.5)
+        assert scores["verdict"]["reliable"] == all(c["passed"] for c in checks.values()), method
+    # saliency points, deletes and depends on the weights. Guided Backprop points well but is not
+    # class-discriminative: deleting its top pixels hurts the model less than a random order (measured:
+    # 0.52 vs 0.35), so it fails deletion only
+    assert report["saliency"]["verdict"]["reliable"]
+    assert report["guided_backprop"]["verdict"]["failed"] == ["deletion"]
+    reason = report["guided_backprop"]["verdict"]["reason"]
+    assert reason.startswith("unreliable for this model: deleting its top pixels hurts the model no more")
+    assert "deletion_auc - random_deletion_auc = 0.1" in reason
 
 
 def test_occlusion_beats_random_deletion(trained, held_out):
     images, labels, masks = (t[:16] for t in held_out)
     maps = attribute(trained, images, labels, "occlusion")
-    assert deletion_auc(trained, images, labels, maps) < random_deletion_auc(trained, images, labels) - 0.1
-    assert pointing_game(maps, masks) > mask_fraction(masks)
+    random_order = random_deletion_auc(trained, images, labels).mean()
+    assert deletion_auc(trained, images, labels, maps).mean() < random_order - 0.1
+    assert pointing_game(maps, masks).mean() > mask_fraction(masks).mean()
 
 
 def test_hirescam_is_gradcam_under_global_average_pooling(trained, held_out):
@@ -174,33 +212,45 @@ def few_faces(held_out) -> tuple[torch.Tensor, torch.Tensor]:
     return images[:3], labels[:3]
 
 
-def _attribute_seeded(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, method: str
-) -> torch.Tensor:
-    torch.manual_seed(0)  # SmoothGrad's noise
-    return attribute(model, images, labels, method)
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_attribute_format_and_batch_independence(trained, few_faces, method):
     images, labels = few_faces
-    maps = _attribute_seeded(trained, images, labels, method)
+    maps = attribute(trained, images, labels, method)
     assert maps.shape == (3, 48, 48) and maps.dtype == torch.float32 and maps.device.type == "cpu"
     assert maps.abs().sum() > 0
     if method in ("saliency", "smoothgrad", "gradcam", "hirescam"):
         assert maps.min() >= 0
-    if method != "smoothgrad":  # its noise depends on the batch's range
-        alone = attribute(trained, images[1:2], labels[1:2], method)
-        assert torch.allclose(alone[0], maps[1], rtol=1e-3, atol=1e-5 * maps.abs().max().item())
+    # A face's map does not depend on its batch-mates: SmoothGrad's sigma is each image's own
+    alone = attribute(trained, images[1:2], labels[1:2], method)
+    assert torch.allclose(alone[0], maps[1], rtol=1e-3, atol=1e-5 * maps.abs().max().item())
+
+
+def test_smoothgrad_sigma_is_per_image(trained, few_faces):
+    images, labels = few_faces
+    # A batch-mate with a far wider pixel range must not change this face's noise
+    dim = images[:1] * 0.3
+    alone = attribute(trained, dim, labels[:1], "smoothgrad")
+    beside = attribute(trained, torch.cat([dim, images[1:2]]), labels[:2], "smoothgrad")
+    assert torch.allclose(alone[0], beside[0], rtol=1e-4, atol=1e-6 * alone.abs().max().item())
+
+
+def test_smoothgrad_is_seeded_not_global(trained, few_faces):
+    images, labels = few_faces
+    torch.manual_seed(1)
+    first = attribute(trained, images, labels, "smoothgrad")
+    torch.manual_seed(2)
+    assert torch.equal(first, attribute(trained, images, labels, "smoothgrad"))
+    other = attribute(trained, images, labels, "smoothgrad", noise_seed=1)
+    assert not torch.allclose(first, other, rtol=0.01)
 
 
 @pytest.mark.parametrize("context", [torch.inference_mode, torch.no_grad])
 @pytest.mark.parametrize("method", METHODS)
 def test_attribute_works_without_autograd_context(trained, few_faces, method, context):
     images, labels = few_faces
-    expected = _attribute_seeded(trained, images, labels, method)
+    expected = attribute(trained, images, labels, method)
     with context():
-        inside = _attribute_seeded(trained, images.clone(), labels.clone(), method)
+        inside = attribute(trained, images.clone(), labels.clone(), method)
     assert torch.allclose(inside, expected)
 
 
@@ -297,7 +347,7 @@ def _live_channels(model: nn.Module, layer: nn.Module, images: torch.Tensor, n: 
     return [c for c in range(layer.out_channels) if c not in dead][:n]
 
 
-@pytest.mark.parametrize("conv_index", [0, 1])
+@pytest.mark.parametrize("conv_index", [0, 1, 3])
 def test_activation_max_beats_every_real_image(trained, faces, conv_index):
     images = faces[0][N_TRAIN:]
     layer = convs(trained)[conv_index]
@@ -321,6 +371,17 @@ def test_activation_max_climbs_and_stays_in_range(trained, param):
     assert start.std() > 10  # starts from noise
     assert (after > before).all()
     assert images.min() >= 20 and images.max() <= 40
+
+
+def test_class_visualization_beats_every_real_face(trained, faces):
+    images = faces[0][N_TRAIN:]
+    classes = list(range(NUM_CLASSES))
+    synthetic, reached = maximize_class(trained, classes, steps=64, lr=0.1)
+    with torch.no_grad():
+        logits = trained(synthetic[:, None])
+    assert torch.allclose(reached, logits[range(NUM_CLASSES), classes], rtol=1e-4, atol=1e-5)
+    assert (reached >= dataset_max_activation(trained, trained, images, classes)).all()
+    assert logits.argmax(1).tolist() == classes  # each image is seen as its own class
 
 
 def test_activation_max_restores_mode_and_works_in_inference_mode(trained):
@@ -392,12 +453,12 @@ def test_pointing_game_and_mass_inside_by_hand():
     maps = torch.zeros(2, 4, 4)
     maps[0, 0, 0], maps[0, 3, 3] = 3.0, 1.0  # peak inside; 3 of 4 mass inside
     maps[1, 3, 3], maps[1, 0, 1], maps[1, 2, 2] = 2.0, 1.0, -5.0  # peak outside; 1 of 3 positive inside
-    assert mask_fraction(masks) == pytest.approx(0.25)
-    assert pointing_game(maps, masks) == pytest.approx(0.5)
-    assert mass_inside(maps, masks) == pytest.approx((3 / 4 + 1 / 3) / 2)
+    assert mask_fraction(masks).tolist() == [0.25, 0.25]
+    assert pointing_game(maps, masks).tolist() == [1.0, 0.0]
+    assert mass_inside(maps, masks).tolist() == pytest.approx([3 / 4, 1 / 3])
     # flat maps: tied peaks count by their share inside, so they score chance in both measures
-    assert pointing_game(torch.zeros(2, 4, 4), masks) == pytest.approx(0.25)
-    assert mass_inside(torch.zeros(2, 4, 4), masks) == pytest.approx(0.25)
+    assert pointing_game(torch.zeros(2, 4, 4), masks).tolist() == [0.25, 0.25]
+    assert mass_inside(torch.zeros(2, 4, 4), masks).tolist() == [0.25, 0.25]
 
 
 class _ConstantModel(nn.Module):
@@ -415,5 +476,83 @@ def test_deletion_auc_is_area_over_unit_interval():
     images, targets = torch.rand(3, 1, 48, 48) * 255, torch.tensor([0, 1, 2])
     model = _ConstantModel()
     # probabilities 0.1, 0.3, 0.6: each flat curve's area over [0, 1] is its height
-    assert deletion_auc(model, images, targets, torch.rand(3, 48, 48), steps=5) == pytest.approx(1 / 3)
-    assert random_deletion_auc(model, images, targets, steps=5) == pytest.approx(1 / 3)
+    areas = deletion_auc(model, images, targets, torch.rand(3, 48, 48), steps=5)
+    assert areas.tolist() == pytest.approx([0.1, 0.3, 0.6])
+    assert random_deletion_auc(model, images, targets, steps=5).tolist() == pytest.approx([0.1, 0.3, 0.6])
+
+
+def test_rank_correlation_of_a_constant_map_is_nan():
+    ramp = torch.arange(16.0).reshape(1, 4, 4)
+    empty = torch.zeros(1, 4, 4)
+    # torchmetrics alone says 0 here, even for two identical empty maps: "changed" when nothing changed
+    rho = rank_correlation(torch.cat([ramp, empty, empty, ramp]), torch.cat([ramp, empty, ramp, -ramp]))
+    assert rho[0] == pytest.approx(1.0) and rho[3] == pytest.approx(-1.0)
+    assert rho[1:3].isnan().all()
+    # ties are ranked by their average, as scipy does: [1, 1, 2] vs [1, 2, 3] -> 0.866
+    assert rank_correlation(torch.tensor([[1.0, 1, 2]]), torch.tensor([[1.0, 2, 3]])).item() == pytest.approx(
+        3**0.5 / 2, abs=1e-5
+    )
+
+
+def test_randomization_check_excludes_empty_maps(trained, held_out):
+    images, labels, _ = held_out
+    # Empty maps, as Grad-CAM gives where the ReLU removes everything; they have no ranking to compare
+    maps = attribute(trained, images[:16], labels[:16], "saliency")
+    maps[:4] = 0
+    rho = randomization_check(trained, images[:16], labels[:16], "saliency", maps=maps)
+    assert rho[:4].isnan().all() and rho[4:].isfinite().all()
+    summary = summarize(rho)
+    assert summary["excluded"] == 4 and summary["n"] == 12
+    assert summary["mean"] == pytest.approx(rho[4:].mean().item())
+
+
+def test_bootstrap_interval_and_summary():
+    values = torch.tensor([0.0, 1.0] * 50)
+    low, high = bootstrap_interval(values, seed=0)
+    # the mean of 100 fair coin flips: about 0.5 +- 1.96 * 0.05
+    assert 0.38 < low < 0.45 and 0.55 < high < 0.62
+    assert bootstrap_interval(values, seed=0) == [low, high]
+    assert bootstrap_interval(torch.full((5,), 0.3)) == pytest.approx([0.3, 0.3])
+    empty = summarize(torch.tensor([float("nan")] * 3))
+    assert empty["n"] == 0 and empty["excluded"] == 3 and all(v != v for v in [empty["mean"], *empty["ci95"]])
+
+
+def test_verdict_by_hand():
+    n = 40
+    good = {
+        "pointing_game": torch.ones(n),
+        "chance": torch.full((n,), 0.25),
+        "deletion_auc": torch.full((n,), 0.2),
+        "random_deletion_auc": torch.full((n,), 0.5),
+        "randomization_spearman": torch.full((n,), 0.1),
+    }
+    assert verdict(good) == verdict(good) and verdict(good)["reliable"]
+    assert verdict(good)["reason"] == "reliable for this model"
+    at_chance = good | {"pointing_game": torch.tensor([1.0, 0.0, 0.0, 0.0] * 10)}
+    result = verdict(at_chance)
+    assert result["failed"] == ["pointing"]
+    assert result["reason"].startswith(
+        "unreliable for this model: points at chance (pointing_game - chance = 0.000"
+    )
+    worse_than_random = good | {"deletion_auc": torch.full((n,), 0.6)}
+    assert verdict(worse_than_random)["failed"] == ["deletion"]
+    # a stricter threshold fails the same numbers
+    assert verdict(good, {"randomization_max": 0.05})["failed"] == ["randomization"]
+    # without masks only deletion and randomisation are judged
+    no_masks = {k: v for k, v in good.items() if k not in ("pointing_game", "chance")}
+    assert set(verdict(no_masks)["checks"]) == {"deletion", "randomization"}
+    all_constant = good | {"randomization_spearman": torch.full((n,), float("nan"))}
+    assert "undefined on every face" in verdict(all_constant)["reason"]
+
+
+def test_layer_helpers():
+    model = small_cnn()
+    assert conv_layers(model) == ["1.0", "1.4", "1.8", "1.12"]
+    assert last_conv(model) is model[1][12]
+    x = torch.rand(2, 1, 48, 48, requires_grad=True)
+    out = layer_output(model, model[1][4], x)
+    assert out.shape == (2, 16, 24, 24)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        last_conv(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))

@@ -14,8 +14,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fer.interpret.figures import UpTo, face_label, pick_per_class, plot_faces, saliency_panels
-from fer.report import write_csv, write_json, write_report
+from fer.files import write_csv, write_json
+from fer.interpret.figures import face_label, pick_per_class, plot_faces, plot_saliency, saliency_panels
+from fer.interpret.layers import UpTo
+from fer.report import write_report
 
 
 class Page(HTMLParser):
@@ -60,7 +62,25 @@ def analysis(tmp_path: Path) -> dict:
         "most_confused": ["Fear -> Sad: 50% of Fear (2/4)"],
         "saliency": {
             "metric_images": 2,
-            "metrics": {"saliency": {"pointing_game": 0.5, "chance": 0.25, "deletion_auc": 0.1}},
+            "metrics": {
+                "saliency": {
+                    "pointing_game": {"mean": 0.5, "ci95": [0.0, 1.0], "n": 2, "excluded": 0},
+                    "chance": {"mean": 0.25, "ci95": [0.2, 0.3], "n": 2, "excluded": 0},
+                    "deletion_auc": {"mean": 0.1, "ci95": [0.05, 0.15], "n": 2, "excluded": 0},
+                    "randomization_spearman": {"mean": 0.2, "ci95": [0.2, 0.2], "n": 1, "excluded": 1},
+                    "verdict": {
+                        "reliable": False,
+                        "failed": ["pointing"],
+                        "checks": {
+                            "pointing": {
+                                "measure": "pointing_game - chance",
+                                "rule": "95% interval above 0.05",
+                            }
+                        },
+                        "reason": "unreliable for this model: points at chance (pointing_game - chance = 0.25)",
+                    },
+                }
+            },
         },
         "notes": ["a note"],
         "files": {"mistakes": "mistakes.png", "saliency": "saliency.png"},
@@ -80,6 +100,10 @@ def test_report_inlines_figures_and_escapes_text(tmp_path, analysis):
     # Each measure shown is explained in a sentence; measures absent from the results are not.
     assert "pointing_game: share of images whose attribution peak falls inside" in text
     assert "deletion_auc: area under" in text and "mass_inside:" not in text
+    # each score with its interval and the count of faces excluded; the verdict with its numbers
+    assert "0.500 [0.000, 1.000] 0 of 2 excluded" in text and "0.200 [0.200, 0.200] 1 of 2 excluded" in text
+    assert "unreliable for this model: points at chance (pointing_game - chance = 0.25)" in text
+    assert "pointing: pointing_game - chance: 95% interval above 0.05" in text
     assert "seed: 3" in text  # the run's config
 
 
@@ -150,6 +174,22 @@ def test_saliency_panels_share_one_scale_per_method():
     (_, unsigned), (_, signed) = scales
     assert unsigned.vmin == 0 and signed.vmin == -signed.vmax
     assert np.array_equal(panels[2, 0], panels[2, 2])  # identical maps, identical pixels
+
+
+def test_saliency_grid_marks_unreliable_methods(tmp_path):
+    images = faces(2).float()
+    maps = {"saliency": torch.rand(2, 48, 48), "gradcam": torch.rand(2, 48, 48)}
+    plain = plot_saliency(images, maps, ["a", "b"], tmp_path / "plain.png")
+    marked = plot_saliency(
+        images, maps, ["a", "b"], tmp_path / "marked.png", unreliable={"gradcam": ["pointing"]}
+    )
+
+    def red(path: Path) -> int:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB")).astype(int)
+        return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())
+
+    assert red(marked) > red(plain) + 100  # the red frames and title
 
 
 def test_face_label():

@@ -1,5 +1,6 @@
-"""Interpretability while training: saliency and activation-maximization figures every few epochs, and
-the test confusion matrix as an interactive W&B chart. Thin shells over `fer.interpret`."""
+"""Interpretability while training: saliency, activation-maximization and class-visualization figures
+every few epochs, and the test confusion matrix as an interactive W&B chart. Thin shells over
+`fer.interpret`."""
 
 from __future__ import annotations
 
@@ -16,18 +17,11 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from fer.images import log_images
-from fer.interpret.activation_max import dead_filters, maximize_activation
+from fer.interpret.activation_max import dead_filters, maximize_activation, maximize_class
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.features import feature_maps, top_exemplars
-from fer.interpret.figures import (
-    UpTo,
-    conv_layers,
-    face_label,
-    layer_by_name,
-    pick_per_class,
-    plot_filters,
-    plot_saliency,
-)
+from fer.interpret.figures import face_label, pick_per_class, plot_classes, plot_filters, plot_saliency
+from fer.interpret.layers import UpTo, cam_layer, conv_layers, layer_by_name
 from fer.predict import predict_proba
 
 log = logging.getLogger(__name__)
@@ -42,11 +36,12 @@ def _frozen_copy(module: pl.LightningModule) -> pl.LightningModule:
 
 
 class InterpretFigures(pl.Callback):
-    """Saliency grid and activation maximization of the model in training, every `every_n_epochs` epochs
-    and when fitting ends.
+    """Saliency grid, activation maximization and class visualization of the model in training, every
+    `every_n_epochs` epochs and when fitting ends.
 
-    Saved as `<output_dir>/saliency_epochNNN.png` and `filters_epochNNN.png` and logged to the W&B and
-    TensorBoard loggers. Runs on rank zero only, on a gradient-free copy of the model, so training's
+    Saved as `<output_dir>/saliency_epochNNN.png`, `filters_epochNNN.png` and `classes_epochNNN.png` and
+    logged to the W&B and TensorBoard loggers. `steps`, `lr`, `param`, `jitter`, `scale` and `rotate`
+    are `maximize_activation`'s options, for filters and classes alike. Runs on rank zero only, on a gradient-free copy of the model, so training's
     gradients, train/eval modes and DDP hooks are untouched. The faces are the first of each class of the
     `stage` split; `pool` faces of it give each filter's best real activation and the dead filters.
     """
@@ -63,6 +58,10 @@ class InterpretFigures(pl.Callback):
         filters: int = 8,
         steps: int = 32,
         lr: float = 0.1,
+        param: str = "fft",
+        jitter: int = 2,
+        scale: float = 0.05,
+        rotate: float = 5.0,
         pool: int = 256,
     ) -> None:
         unknown = [m for m in methods if m not in METHODS]
@@ -72,7 +71,15 @@ class InterpretFigures(pl.Callback):
             raise ValueError(f"InterpretFigures: every_n_epochs must be >= 1, got {every_n_epochs}")
         self.output_dir, self.every_n_epochs, self.stage = Path(output_dir), every_n_epochs, stage
         self.methods, self.per_class, self.attribution = list(methods), per_class, dict(attribution or {})
-        self.layer, self.filters, self.steps, self.lr, self.pool = layer, filters, steps, lr, pool
+        self.layer, self.filters, self.pool = layer, filters, pool
+        self.am = {
+            "steps": steps,
+            "lr": lr,
+            "param": param,
+            "jitter": jitter,
+            "scale": scale,
+            "rotate": rotate,
+        }
         self.last_drawn: int | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -89,7 +96,7 @@ class InterpretFigures(pl.Callback):
         self.layer = self.layer or next(iter(conv_layers(pl_module)), None)
         if self.layer is not None:
             layer_by_name(pl_module, self.layer)  # an unknown name fails now, not after an epoch
-        self.cam_methods_ok = bool(conv_layers(pl_module))
+        self.cam_layer = cam_layer(pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -116,6 +123,7 @@ class InterpretFigures(pl.Callback):
             figures = {"saliency": self._saliency(model, epoch)}
             if self.layer is not None:
                 figures["filters"] = self._filters(model, epoch)
+            figures["classes"] = self._classes(model, epoch)
         log_images(trainer.loggers, figures, step=trainer.global_step)
         log.info(
             "interpretability figures of epoch %d in %.1f s: %s",
@@ -126,8 +134,9 @@ class InterpretFigures(pl.Callback):
         return figures
 
     def _saliency(self, model: pl.LightningModule, epoch: int) -> Path:
-        methods = [m for m in self.methods if self.cam_methods_ok or m not in ("gradcam", "hirescam")]
-        maps = {m: attribute(model, self.images, self.labels, m, **self.attribution) for m in methods}
+        methods = [m for m in self.methods if self.cam_layer is not None or m not in ("gradcam", "hirescam")]
+        layer = layer_by_name(model, self.cam_layer) if self.cam_layer else None
+        maps = {m: attribute(model, self.images, self.labels, m, layer, **self.attribution) for m in methods}
         probs = predict_proba(model, self.images)
         preds = probs.argmax(dim=1)
         labels = [
@@ -142,11 +151,23 @@ class InterpretFigures(pl.Callback):
         upto = UpTo(model, layer)
         channels = list(range(min(self.filters, len(feature_maps(upto, layer, self.images[0])))))
         _, best = top_exemplars(upto, layer, self.pool_images, channels, k=1)
-        images, reached = maximize_activation(upto, layer, channels, steps=self.steps, lr=self.lr)
+        images, reached = maximize_activation(upto, layer, channels, **self.am)
         dead = set(dead_filters(upto, layer, self.pool_images).tolist())
         path = self.output_dir / f"filters_epoch{epoch:03d}.png"
         title = f"{self.layer}, epoch {epoch}: activation maximization (reached vs best real image)"
         return plot_filters(images, channels, reached, best[:, 0], dead, path, title=title)
+
+    def _classes(self, model: pl.LightningModule, epoch: int) -> Path:
+        classes = list(range(len(model.class_names)))
+        images, reached = maximize_class(model, classes, **self.am)
+        index, best = top_exemplars(model, model, self.pool_images, classes, k=1)
+        path = self.output_dir / f"classes_epoch{epoch:03d}.png"
+        title = (
+            f"Class visualization, epoch {epoch}: the input maximising each logit, beside the best real face"
+        )
+        return plot_classes(
+            images, reached, self.pool_images[index[:, 0], 0], best[:, 0], model.class_names, path, title
+        )
 
 
 def confusion_pairs(counts: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,16 @@ Models map float images (B,1,48,48) in pixel units (0..255) to (B,7) logits; res
 or plain floats.
 """
 
-from fer.interpret.activation_max import dataset_max_activation, dead_filters, maximize_activation
+from fer.interpret.activation_max import (
+    dataset_max_activation,
+    dead_filters,
+    maximize_activation,
+    maximize_class,
+)
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.interpret.evaluation import (
+    bootstrap_interval,
     deletion_auc,
     evaluate_methods,
     mask_fraction,
@@ -15,27 +21,41 @@ from fer.interpret.evaluation import (
     pointing_game,
     random_deletion_auc,
     randomization_check,
+    rank_correlation,
+    summarize,
+    verdict,
 )
 from fer.interpret.features import channel_activations, feature_maps, top_exemplars
+from fer.interpret.layers import UpTo, conv_layers, last_conv, layer_by_name, layer_output
 
 __all__ = [
     "METHODS",
+    "UpTo",
     "attribute",
+    "bootstrap_interval",
     "channel_activations",
     "confusion",
+    "conv_layers",
     "dataset_max_activation",
     "dead_filters",
     "deletion_auc",
     "evaluate_methods",
     "feature_maps",
+    "last_conv",
+    "layer_by_name",
+    "layer_output",
     "mask_fraction",
     "mass_inside",
     "maximize_activation",
+    "maximize_class",
     "most_confident_mistakes",
     "most_confused_pairs",
     "per_class_report",
     "pointing_game",
     "random_deletion_auc",
     "randomization_check",
+    "rank_correlation",
+    "summarize",
     "top_exemplars",
+    "verdict",
 ]

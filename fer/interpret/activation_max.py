@@ -1,4 +1,4 @@
-"""Activation maximization: synthesize the input that most excites a filter.
+"""Activation maximization: synthesize the input that most excites a filter, or a class (its logit).
 
 Captum has no feature visualization, so this is hand-written, following Olah et al. 2017 ("Feature
 Visualization", Distill): bounded pixel or decorrelated Fourier parameterization, random jitter,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,7 @@ from fer.data.labels import IMAGE_SIZE
 from fer.data.transforms import random_affine
 from fer.interpret.attribution import eval_mode, gradients_on, model_device
 from fer.interpret.features import channel_activations, channel_means, layer_outputs
+from fer.interpret.layers import layer_output
 
 
 def _fourier_scale(size: int, device: torch.device) -> Tensor:
@@ -44,26 +46,6 @@ def _init_params(n: int, param: str, size: int, generator: torch.Generator) -> T
     raise ValueError(f"unknown parameterization {param!r}; choose 'pixel' or 'fft'")
 
 
-class _LayerReached(Exception):
-    """Carries the hooked layer's output out of the forward pass, skipping the layers after it."""
-
-
-def _layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
-    """Output of `layer` for input `x`, with autograd (Captum's LayerActivation runs without it)."""
-
-    def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
-        raise _LayerReached(output)
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        model(x)
-    except _LayerReached as reached:
-        return reached.args[0]
-    finally:
-        handle.remove()
-    raise ValueError("layer is not used in the model's forward pass")
-
-
 def _total_variation(u: Tensor) -> Tensor:
     """Mean absolute difference between neighbouring pixels, per image."""
     dy = (u[..., 1:, :] - u[..., :-1, :]).abs().flatten(1).mean(1)
@@ -77,7 +59,7 @@ def maximize_activation(
     channels: Sequence[int],
     steps: int = 256,
     lr: float = 0.05,
-    param: str = "pixel",
+    param: str = "fft",
     jitter: int = 2,
     scale: float = 0.05,
     rotate: float = 5.0,
@@ -89,26 +71,28 @@ def maximize_activation(
     """Images (C,H,W) in pixel units maximising the mean activation of each channel, and that activation (C,).
 
     All channels are optimised at once, one batch element each. The image is `pixel_range` squashed
-    through a sigmoid, so it is always in range. `tv` and `l2` weigh penalties on the image scaled to
-    [0,1] against the activation. The activation reported is measured on the final, untransformed image.
+    through a sigmoid, so it is always in range. Each step sees the image randomly shifted by up to
+    `jitter` pixels, zoomed by up to `scale` and rotated by up to `rotate` degrees (transformation
+    robustness); `param="fft"` optimises a decorrelated (1/f-scaled Fourier) image, `"pixel"` the pixels.
+    `tv` and `l2` weigh penalties on the image scaled to [0,1] against the activation. The activation
+    reported is measured on the final, untransformed image. `layer` may be `model` itself: its outputs
+    (class logits) are then the channels (`maximize_class`).
     """
     lo, hi = pixel_range
     device, size = model_device(model), IMAGE_SIZE
     generator = torch.Generator().manual_seed(seed)
+    index = torch.arange(len(channels)), list(channels)
 
     def objective(x: Tensor) -> Tensor:
-        return channel_means(_layer_output(model, layer, x))[torch.arange(len(channels)), list(channels)]
+        return channel_means(layer_output(model, layer, x))[index]
 
     with eval_mode(model), gradients_on():
         params = _init_params(len(channels), param, size, generator).to(device).requires_grad_()
         optimizer = torch.optim.Adam([params], lr=lr)
         for _ in range(steps):
             unit = torch.sigmoid(_logits(params, param, size))
-            activation = objective(
-                lo
-                + (hi - lo)
-                * random_affine(unit, rotate, jitter, scale, padding_mode="reflection", generator=generator)
-            )
+            moved = random_affine(unit, rotate, jitter, scale, padding_mode="reflection", generator=generator)
+            activation = objective(lo + (hi - lo) * moved)
             penalty = tv * _total_variation(unit) + l2 * (unit - 0.5).pow(2).flatten(1).mean(1)
             optimizer.zero_grad()
             (penalty - activation).sum().backward()
@@ -117,6 +101,12 @@ def maximize_activation(
             images = lo + (hi - lo) * torch.sigmoid(_logits(params, param, size))
             reached = objective(images)
     return images[:, 0].cpu(), reached.cpu()
+
+
+def maximize_class(model: nn.Module, classes: Sequence[int], **kw: Any) -> tuple[Tensor, Tensor]:
+    """Class visualization (Simonyan et al. 2013): images (K,H,W) maximising each class's logit, and the
+    logit reached (K,); `kw` are `maximize_activation`'s options, the same regularisers."""
+    return maximize_activation(model, model, classes, **kw)
 
 
 def dataset_max_activation(

@@ -14,11 +14,12 @@ from captum.attr import (
     LayerAttribution,
     LayerGradCam,
     LayerGradientXActivation,
-    NoiseTunnel,
     Occlusion,
     Saliency,
 )
 from torch import Tensor, nn
+
+from fer.interpret.layers import eval_mode, last_conv
 
 METHODS: tuple[str, ...] = (
     "saliency",
@@ -29,18 +30,6 @@ METHODS: tuple[str, ...] = (
     "hirescam",
     "occlusion",
 )
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own previous mode on exit."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.train(training)
 
 
 @contextmanager
@@ -69,13 +58,6 @@ def gray_baseline(x: Tensor) -> Tensor:
     return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
 
 
-def last_conv(model: nn.Module) -> nn.Conv2d:
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError("model has no nn.Conv2d; pass `layer=` explicitly")
-    return convs[-1]
-
-
 class _GuidedBackprop(GuidedBackprop):
     """Guided Backprop that also guides LeakyReLU.
 
@@ -101,6 +83,25 @@ def _hirescam(model: nn.Module, x: Tensor, targets: Tensor, layer: nn.Module) ->
     return LayerAttribution.interpolate(cam, x.shape[-2:], interpolate_mode="bilinear")
 
 
+def smoothgrad(
+    model: nn.Module, x: Tensor, targets: Tensor, noise_fraction: float, nt_samples: int, noise_seed: int
+) -> Tensor:
+    """Mean absolute gradient over `nt_samples` noisy copies of each image (Smilkov et al. 2017).
+
+    Each image's noise is `noise_fraction` of its own pixel range and every image gets the same seeded
+    standard-normal draws, so a face's map depends neither on its batch-mates nor on torch's global RNG.
+    (Captum's NoiseTunnel takes one sigma for the batch and draws from the global RNG.)
+    """
+    flat = x.detach().flatten(1)
+    sigma = (noise_fraction * (flat.max(1).values - flat.min(1).values)).view(-1, 1, 1, 1)
+    generator = torch.Generator().manual_seed(noise_seed)
+    noise = torch.randn(nt_samples, 1, *x.shape[1:], generator=generator).to(x.device)
+    saliency, total = Saliency(model), torch.zeros_like(x)
+    for draw in noise:  # one batch at a time: memory of one batch whatever nt_samples
+        total += saliency.attribute(x.detach() + sigma * draw, target=targets, abs=True)
+    return total / nt_samples
+
+
 def _guided_backprop(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     if not any(isinstance(m, (nn.ReLU, nn.LeakyReLU)) for m in model.modules()):
         raise ValueError("guided_backprop needs nn.ReLU / nn.LeakyReLU modules to guide")
@@ -121,14 +122,12 @@ def _pixel_attribution(
     ig_steps: int = 32,
     window: int = 8,
     stride: int = 4,
+    noise_seed: int = 0,
 ) -> Tensor:
     if method == "saliency":
         return Saliency(model).attribute(x, target=targets, abs=True)
     if method == "smoothgrad":
-        stdev = noise_fraction * float(x.detach().max() - x.detach().min())
-        return NoiseTunnel(Saliency(model)).attribute(
-            x, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=stdev, target=targets, abs=True
-        )
+        return smoothgrad(model, x, targets, noise_fraction, nt_samples, noise_seed)
     if method == "integrated_gradients":
         return IntegratedGradients(model).attribute(
             x, baselines=gray_baseline(x), target=targets, n_steps=ig_steps, internal_batch_size=256
@@ -163,7 +162,8 @@ def attribute(
     Signs: saliency/smoothgrad are absolute gradients, gradcam/hirescam are ReLU'd, the others are
     signed (positive = evidence for the target). Integrated gradients and occlusion use each image's
     mean gray as baseline (a black image is far off the data). `layer` is the gradcam/hirescam layer
-    (default: the last nn.Conv2d). Options in `kw`: noise_fraction, nt_samples, ig_steps, window, stride.
+    (default: the last nn.Conv2d). Options in `kw`: noise_fraction, nt_samples and noise_seed (SmoothGrad),
+    ig_steps, window, stride.
     """
     device = model_device(model)
     with eval_mode(model), gradients_on():

@@ -1,11 +1,10 @@
 """Figures of what `fer.interpret` computes, and the small helpers that choose what they show (which
-layers, which faces, how to label them).
+faces, how to label them).
 
 Every figure takes plain tensors (pixel-unit faces, maps, scores) and writes a PNG atomically through
 `fer.plots.save_figure`. A figure is one image of tiled panels with text around it, not one matplotlib
 axes per panel: a 7x8 saliency grid then draws in a fraction of a second instead of seconds, which
-matters for figures drawn during training. Nothing here runs a model except through `UpTo`, which makes
-layer-level work cheap by stopping the forward pass at the layer.
+matters for figures drawn during training. Nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from torch import Tensor, nn
+from torch import Tensor
 
 from fer.data.labels import IMAGE_SIZE
 from fer.plots import save_figure
@@ -40,53 +39,6 @@ METHOD_TITLES = {
 # (common in gradient maps) would otherwise leave the rest of the column invisible.
 SCALE_QUANTILE = 0.99
 PANEL = 1.45  # inches per face
-
-
-class _Reached(Exception):
-    def __init__(self, output: Tensor) -> None:
-        super().__init__()
-        self.output = output
-
-
-class UpTo(nn.Module):
-    """`model` run only as far as `layer`, returning that layer's output.
-
-    Exemplar search, dead filters and feature maps read one layer, but Captum's LayerActivation (behind
-    fer.interpret.features) still runs the whole network; stopping at the layer makes them about 8 times
-    cheaper for cnn4's first conv layer. Hooks registered on `layer` before the call (Captum's,
-    fer.interpret's) still see its output first.
-    """
-
-    def __init__(self, model: nn.Module, layer: nn.Module) -> None:
-        super().__init__()
-        self.model, self.layer = model, layer
-
-    def forward(self, x: Tensor) -> Tensor:
-        def stop(_module: nn.Module, _inputs: object, output: Tensor) -> None:
-            raise _Reached(output)
-
-        handle = self.layer.register_forward_hook(stop)
-        try:
-            self.model(x)
-        except _Reached as reached:
-            return reached.output
-        finally:
-            handle.remove()
-        raise RuntimeError("the forward pass never reached the layer")
-
-
-def conv_layers(model: nn.Module) -> list[str]:
-    """Module names of every nn.Conv2d, in forward order for sequential models (e.g. net.features.0)."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def layer_by_name(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called `name`; an unknown name is an error listing the conv layers."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        convs = ", ".join(conv_layers(model)) or "none (no nn.Conv2d)"
-        raise ValueError(f"unknown layer {name!r}; conv layers of this model: {convs}") from None
 
 
 def face_label(class_names: Sequence[str], true: int, pred: int, prob: float) -> str:
@@ -204,16 +156,32 @@ def saliency_panels(
 
 
 def plot_saliency(
-    images: Tensor, maps: Mapping[str, Tensor], row_labels: Sequence[str], path: str | Path, title: str = ""
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    row_labels: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    unreliable: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Grid: one row per face, the face alone then one column per method, its map over the face in gray,
-    each column on one colour scale (`saliency_panels`) shown by the colour bar under it."""
+    each column on one colour scale (`saliency_panels`) shown by the colour bar under it.
+
+    The columns of the methods in `unreliable` (method -> the checks it failed) are framed in red and
+    titled UNRELIABLE with those checks."""
+    unreliable = unreliable or {}
     columns, scales = saliency_panels(images, maps)
     # Row-major: row r holds face r then its map under each method.
     panels = columns.swapaxes(0, 1).reshape(-1, *columns.shape[2:])
     tiles = _Tiles(panels, len(columns), fontsize=8.5, margins=(1.1, 0.45, 0.1, 0.6))
-    for c, name in enumerate(["face", *(METHOD_TITLES.get(m, m) for m in maps)]):
-        tiles.title(c, name)
+    tiles.title(0, "face")
+    for c, method in enumerate(maps, start=1):
+        name = METHOD_TITLES.get(method, method)
+        if method in unreliable:
+            tiles.title(c, f"{name}\nUNRELIABLE:\n{', '.join(unreliable[method])}", color="red")
+            for r in range(len(images)):
+                tiles.frame(r * len(columns) + c, "red")
+        else:
+            tiles.title(c, name)
     for r, label in enumerate(row_labels):
         x, y = tiles.origins[r * len(columns)]
         tiles.ax.text(x - 2, y + tiles.h / 2, label, ha="right", va="center", fontsize=8)
@@ -267,6 +235,57 @@ def plot_filters(
         )
         if is_dead:
             tiles.frame(i, "red")
+    return tiles.save(path, title)
+
+
+def plot_layers(
+    layers: Mapping[str, tuple[Tensor, Tensor, Tensor, Tensor]], path: str | Path, title: str = ""
+) -> Path:
+    """Layers side by side, one row per filter: its activation-maximization image, then its best real
+    faces. `layers` maps a layer name to (AM images (C,H,W), reached (C,), exemplars (C,k,H,W), their
+    activations (C,k)); a filter whose image stays below its best real face is titled in red."""
+    blocks, heads = [], []
+    rows = max(len(synthetic) for synthetic, *_ in layers.values())
+    for synthetic, reached, exemplars, scores in layers.values():
+        k = exemplars.shape[1]
+        block = np.ones((rows, 1 + k, *synthetic.shape[-2:], 3))
+        block[: len(synthetic), 0] = _gray(synthetic)
+        block[: len(synthetic), 1:] = _gray(exemplars.flatten(0, 1)).reshape(
+            len(synthetic), k, *block.shape[2:]
+        )
+        blocks.append(block)
+        heads.append([(value, real[0]) for value, real in zip(reached.tolist(), scores.tolist())])
+    spacer = np.ones((rows, 1, *blocks[0].shape[2:]))  # a blank column between layers
+    grid = np.concatenate([part for block in blocks for part in (block, spacer)][:-1], axis=1)
+    ncols = grid.shape[1]
+    tiles = _Tiles(grid.reshape(-1, *grid.shape[2:]), ncols, title_lines=2, scale=0.75 * PANEL / IMAGE_SIZE)
+    column = 0
+    for name, block, values in zip(layers, blocks, heads):
+        for r, (value, real) in enumerate(values):
+            label = f"{name}\n" if r == 0 else ""
+            colour = "black" if value >= real else "red"
+            tiles.title(r * ncols + column, f"{label}AM {value:.3g}", align="left", color=colour)
+            tiles.title(r * ncols + column + 1, f"{label and ' '}real {real:.3g}", align="left")
+        column += block.shape[1] + 1
+    return tiles.save(path, title)
+
+
+def plot_classes(
+    synthetic: Tensor,
+    reached: Tensor,
+    real: Tensor,
+    real_logits: Tensor,
+    class_names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Per class: the image maximising its logit (K,H,W) beside the real face with the highest logit
+    (K,H,W), titled with both logits."""
+    panels = torch.stack([synthetic, real], dim=1).flatten(0, 1)
+    tiles = _Tiles(_gray(panels), 8, title_lines=2)
+    for c, (name, value, best) in enumerate(zip(class_names, reached.tolist(), real_logits.tolist())):
+        tiles.title(2 * c, f"{name}\nlogit {value:.3g}", color="black" if value >= best else "red")
+        tiles.title(2 * c + 1, f"best real\nlogit {best:.3g}")
     return tiles.save(path, title)
 
 

@@ -123,7 +123,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     ]
     last = run_dir / rundir.LAST_CKPT
     writes_last = any(
-        isinstance(cb, ModelCheckpoint) and Path(cb.dirpath or "") / f"{cb.filename}.ckpt" == last
+        isinstance(cb, ModelCheckpoint)
+        and cb.dirpath is not None
+        and (Path(cb.dirpath) / f"{cb.filename}.ckpt").resolve() == last.resolve()
         for cb in callbacks
     )
     return [*callbacks, History(run_dir), RunState(last if writes_last else None)]

@@ -6,7 +6,16 @@ import hydra
 from torch import nn
 
 # Config names under conf/model/.
-MODEL_NAMES: tuple[str, ...] = ("cnn4", "alexnet_bn", "vgg_keras", "dnn", "vgg16", "vgg19", "resnet18")
+MODEL_NAMES: tuple[str, ...] = (
+    "cnn4",
+    "alexnet_bn",
+    "vgg_keras",
+    "dnn",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "vggnet",
+)
 
 
 def build_model(cfg: Mapping) -> nn.Module:

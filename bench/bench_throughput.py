@@ -16,6 +16,7 @@ import contextlib
 import copy
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -54,19 +55,25 @@ def batches(datamodule: FERDataModule, device: torch.device) -> Iterator[list[to
             yield [images, labels.to(device)]
 
 
-def plain_loop(
-    name: str,
-    datamodule: FERDataModule,
-    device: torch.device,
-    bf16: bool,
-    channels_last: bool,
-    n: int,
-    warmup: int,
-) -> float:
-    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step."""
+@dataclass
+class Plan:
+    """What every training measurement shares: the batches, the device, warm-up and timed batch counts."""
+
+    datamodule: FERDataModule
+    device: torch.device
+    n: int
+    warmup: int
+
+
+def built(name: str, channels_last: bool) -> FERModule:
     torch.manual_seed(0)
-    module = FERModule(model=model_config(name), optim=OPTIM).to(device)
-    apply_runtime(module, channels_last=channels_last)
+    return apply_runtime(FERModule(model=model_config(name), optim=OPTIM), channels_last=channels_last)
+
+
+def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
+    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step."""
+    datamodule, device, n, warmup = plan.datamodule, plan.device, plan.n, plan.warmup
+    module = built(name, channels_last).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     loader = batches(datamodule, device)
     start = 0.0
@@ -100,26 +107,15 @@ class BatchClock(pl.Callback):
         self.end = time.perf_counter()
 
 
-def fer_loop(
-    name: str,
-    datamodule: FERDataModule,
-    device: torch.device,
-    bf16: bool,
-    channels_last: bool,
-    n: int,
-    warmup: int,
-) -> float:
+def fer_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
     """Images per second of fer's FERModule under a Lightning Trainer (no validation, logging or checkpoints)."""
-    torch.manual_seed(0)
-    module = FERModule(model=model_config(name), optim=OPTIM)
-    apply_runtime(module, channels_last=channels_last)
-    clock = BatchClock(warmup)
+    module, clock, device = built(name, channels_last), BatchClock(plan.warmup), plan.device
     trainer = pl.Trainer(
         accelerator=device.type,
         devices=1,
         precision="bf16-mixed" if bf16 else "32-true",
         max_epochs=-1,
-        max_steps=warmup + n,
+        max_steps=plan.warmup + plan.n,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -127,15 +123,14 @@ def fer_loop(
         enable_model_summary=False,
         callbacks=[clock],
     )
-    trainer.fit(module, datamodule=copy.copy(datamodule))
-    return n * datamodule.batch_size / (clock.end - clock.start)
+    trainer.fit(module, datamodule=copy.copy(plan.datamodule))
+    return plan.n * plan.datamodule.batch_size / (clock.end - clock.start)
 
 
 def inference(
     name: str, device: torch.device, bf16: bool, channels_last: bool, batch_size: int, n: int
 ) -> float:
-    module = FERModule(model=model_config(name), optim=OPTIM).to(device).eval()
-    apply_runtime(module, channels_last=channels_last)
+    module = built(name, channels_last).to(device).eval()
     images = torch.rand(batch_size, 1, 48, 48, device=device) * 255
 
     def forward() -> None:
@@ -169,15 +164,16 @@ def main() -> None:
         aug=AUG,
     )
     datamodule.setup("fit")
-    n, w = args.batches, args.warmup
+    plan = Plan(datamodule, device, args.batches, args.warmup)
+    n = args.batches
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {n} timed batches")
     print(
         f"{'model':<11} {'train fp32':>11} {'train bf16+cl':>14} {'infer fp32':>11} {'infer bf16+cl':>14}  (img/s)"
     )
     for name in args.models:
         row = [
-            plain_loop(name, datamodule, device, False, False, n, w),
-            plain_loop(name, datamodule, device, True, True, n, w),
+            plain_loop(name, plan, False, False),
+            plain_loop(name, plan, True, True),
             inference(name, device, False, False, args.batch_size * 2, n),
             inference(name, device, True, True, args.batch_size * 2, n),
         ]
@@ -189,8 +185,8 @@ def main() -> None:
         for bf16 in (False, True):
             for channels_last in (False, True):
                 setting = f"{'bf16' if bf16 else 'fp32'} {'channels_last' if channels_last else 'contiguous'}"
-                plain = plain_loop(name, datamodule, device, bf16, channels_last, n, w)
-                fer = fer_loop(name, datamodule, device, bf16, channels_last, n, w)
+                plain = plain_loop(name, plan, bf16, channels_last)
+                fer = fer_loop(name, plan, bf16, channels_last)
                 results[bf16, channels_last] = plain, fer
                 print(f"{setting:<22} {plain:>8.0f} {fer:>8.0f} {fer / plain:>10.2f}", flush=True)
         for label, loop in (("plain", 0), ("fer", 1)):

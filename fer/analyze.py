@@ -47,8 +47,9 @@ from fer.interpret.layers import UpTo, conv_layers, layer_by_name
 from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.module import FERModule
 from fer.plots import plot_confusion
-from fer.predict import predict_proba, scores, submission_rows, write_predictions, write_submission
+from fer.predict import predict_proba, scores, write_prediction_files
 from fer.report import write_report
+from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,13 @@ def check_methods(methods: Sequence[str]) -> None:
 
 
 def run(cfg: DictConfig) -> Any:
-    """Analyse (or predict with, or summarise) as `cfg` says; return the output folder (or the summary)."""
+    """Analyse (or predict with, ensemble, or summarise) as `cfg` says; return the output folder (or the summary)."""
     if cfg.get("sweep"):
         if cfg.get("ckpt") or cfg.get("run") or cfg.get("predict"):
             raise ValueError("sweep= summarises a sweep folder and takes no ckpt=, run= or predict=")
         return importlib.import_module("fer.summarize").summarize(Path(cfg.sweep))
+    if cfg.get("ensemble"):
+        return importlib.import_module("fer.ensemble").ensemble(cfg)
     options = cfg.analysis
     check_methods(options.methods)
     torch.manual_seed(cfg.seed)  # whatever still draws from torch's global RNG
@@ -215,6 +218,7 @@ def run(cfg: DictConfig) -> Any:
     timer = Timer()
     with timer("load"):
         model = load_model(ckpt, cfg.device)
+        tta = chosen_tta(cfg.get("tta"), model.run_config)
         data = data_config(model.run_config, cfg.data, ckpt)
         if predicting:
             faces, what = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
@@ -238,17 +242,18 @@ def run(cfg: DictConfig) -> Any:
             "labelled": int((faces.labels >= 0).sum()),
         },
         "options": OmegaConf.to_container(options, resolve=True),
+        "tta": tta,
         "notes": notes,
         "files": {},
     }
     draws: list[Callable[[], Path]] = []  # figures are drawn last, after every number is computed
 
     with timer("evaluate"):
-        probs = predict_proba(model, faces.images, options.batch_size)
+        probs = predict_proba(model, faces.images, options.batch_size, tta)
         labels = torch.from_numpy(faces.labels)
         _errors(analysis, draws, out, faces, probs, labels, names, options)
         if predicting:
-            _predictions(analysis, out, faces, probs, names)
+            analysis["files"] |= write_prediction_files(out, faces, probs, names)
 
     if interpret:
         # Explain the true class where known, else the prediction.
@@ -328,19 +333,6 @@ def _errors(
             faces_shown, titles, out / "mistakes.png", title=f"Most confident mistakes ({len(titles)})"
         )
     )
-
-
-def _predictions(
-    analysis: dict[str, Any], out: Path, faces: FaceSet, probs: Tensor, names: Sequence[str]
-) -> None:
-    write_predictions(out / "predictions.csv", faces, probs, names)
-    analysis["files"]["predictions"] = "predictions.csv"
-    rows = submission_rows(faces)
-    if rows.any():
-        write_submission(
-            out / "submission.csv", faces.ids[rows], probs[torch.from_numpy(rows)].argmax(dim=1).tolist()
-        )
-        analysis["files"]["submission"] = "submission.csv"
 
 
 def _layers(model: nn.Module, options: DictConfig, notes: list[str]) -> tuple[list[str], str | None]:

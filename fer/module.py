@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from fer.data.labels import CLASS_NAMES
 from fer.data.transforms import Normalizer
 from fer.models import build_model
+from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -62,6 +63,11 @@ class FERModule(pl.LightningModule):
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_counts: torch.Tensor | None = None
+        # Test-time augmentation of the test and predict stages (a conf/tta/ node), set by the caller:
+        # how the network is evaluated, not a hyperparameter of it. With more than one view, the test
+        # stage also scores the unchanged faces alone (test/acc_no_tta), which gives the gain of TTA.
+        self.tta: dict[str, Any] | None = None
+        self.test_acc_no_tta = MulticlassAccuracy(num_classes, average="micro")
         # The whole run's config (plain dict), stored beside the weights so that a checkpoint alone
         # says which data and setup produced it; not a hyperparameter of the network.
         self.run_config: dict[str, Any] | None = None
@@ -100,7 +106,15 @@ class FERModule(pl.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        loss, preds, labels = self._step(batch)
+        images, labels = batch
+        views = view_log_probs(self, images, self.tta)
+        log_probs = mean_log_probs(views)
+        # The criterion's log-softmax leaves log-probabilities unchanged: this is the usual loss of the
+        # averaged prediction (and, with one view, of the logits).
+        loss, preds = self.criterion(log_probs, labels), log_probs.argmax(dim=1)
+        if len(views) > 1:
+            self.test_acc_no_tta(views[0].argmax(dim=1), labels)
+            self.log("test/acc_no_tta", self.test_acc_no_tta, on_step=False, on_epoch=True)
         self.test_loss(loss)
         self.test_metrics.update(preds, labels)
         self.test_confusion.update(preds, labels)
@@ -126,7 +140,7 @@ class FERModule(pl.LightningModule):
         checkpoint["state_dict"].setdefault("val_acc_best.max_value", torch.tensor(float("-inf")))
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).softmax(dim=1)
+        return tta_log_probs(self, batch[0], self.tta).exp()
 
     def configure_optimizers(self) -> dict[str, Any]:
         # _convert_="all": plain lists (e.g. Adamax's betas) in the optimizer state, or checkpoints

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,16 +14,20 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from fer.data.faceset import FaceSet
 from fer.files import write_csv
 from fer.interpret.attribution import as_input, eval_mode, model_device
+from fer.tta import tta_log_probs
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
-    """Softmax probabilities (N, classes) on the CPU for pixel-valued faces (N, 48, 48)."""
+def predict_proba(
+    model: nn.Module, images: np.ndarray | Tensor, batch_size: int = 256, tta: Mapping[str, Any] | None = None
+) -> Tensor:
+    """Softmax probabilities (N, classes) on the CPU for pixel-valued faces (N, 48, 48), averaged over
+    the test-time augmentation views of `tta` (a conf/tta/ node; None: one view)."""
     images = torch.as_tensor(images)
     device = model_device(model)
     with eval_mode(model):
         parts = [
-            model(as_input(images[lo : lo + batch_size], device)).softmax(dim=1).cpu()
+            tta_log_probs(model, as_input(images[lo : lo + batch_size], device), tta).exp().cpu()
             for lo in range(0, len(images), batch_size)
         ]
     return torch.cat(parts)
@@ -67,3 +72,19 @@ def submission_rows(faces: FaceSet) -> np.ndarray:
 def write_submission(path: str | Path, ids: Sequence[str], preds: Sequence[int]) -> Path:
     """Kaggle-style `id,label`."""
     return write_csv(path, [{"id": i, "label": int(p)} for i, p in zip(ids, preds)], ["id", "label"])
+
+
+def write_prediction_files(
+    out: Path, faces: FaceSet, probs: Tensor, class_names: Sequence[str]
+) -> dict[str, str]:
+    """predictions.csv, plus submission.csv when `faces` hold the course layout's unlabelled test rows;
+    returns the file names written, by key."""
+    write_predictions(out / "predictions.csv", faces, probs, class_names)
+    files = {"predictions": "predictions.csv"}
+    rows = submission_rows(faces)
+    if rows.any():
+        write_submission(
+            out / "submission.csv", faces.ids[rows], probs[torch.from_numpy(rows)].argmax(dim=1).tolist()
+        )
+        files["submission"] = "submission.csv"
+    return files

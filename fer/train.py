@@ -33,6 +33,7 @@ from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime
 from fer.schema import validate
+from fer.tta import num_views
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     module = build_module(cfg, datamodule)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     apply_runtime(module, **cfg.runtime)
+    module.tta = OmegaConf.to_container(cfg.tta, resolve=True)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg, run_dir), logger=build_loggers(cfg, run_dir) or False
     )
@@ -237,6 +239,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val/")},
         "test": {k: float(v) for k, v in test.items()},
         "test_split": datamodule.splits.get("test"),
+        "tta": {**module.tta, "views": num_views(module.tta)},
         "test_confusion": None
         if module.test_confusion_counts is None
         else module.test_confusion_counts.tolist(),

@@ -1,4 +1,5 @@
-"""Speed knobs (fer/runtime.py): channels_last computes what the contiguous layout computes."""
+"""Speed knobs: channels_last (fer/runtime.py) computes what the contiguous layout computes; the
+GPU-resident loader (data.on_device) serves the batches of the plain one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import copy
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
+from fer.data.datamodule import BatchTensors, FERDataModule, _whole_batch
+from fer.data.errors import DataError
 from fer.module import FERModule
 from fer.runtime import apply_runtime
 from tests.conftest import CONF
@@ -35,3 +39,27 @@ def test_channels_last_gives_the_logits_of_the_contiguous_layout(model):
     module_again.load_state_dict(fast.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(module_again(images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_tensors_serve_the_batches_of_a_plain_loader():
+    images, labels = torch.randint(0, 256, (50, 1, 48, 48), dtype=torch.uint8), torch.randint(0, 7, (50,))
+    loaders = [
+        DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True),
+        DataLoader(BatchTensors(images, labels), batch_size=16, shuffle=True, collate_fn=_whole_batch),
+    ]
+    batches = []
+    for loader in loaders:
+        torch.manual_seed(0)
+        batches.append(list(loader))
+    assert [len(b[0]) for b in batches[1]] == [16, 16, 16, 2]
+    for plain, gathered in zip(*batches):
+        assert torch.equal(plain[0], gathered[0]) and torch.equal(plain[1], gathered[1])
+
+
+def test_on_device_needs_the_loader_in_process():
+    with pytest.raises(DataError, match="data.on_device=true .* data.num_workers=0 \\(got 2\\)"):
+        FERDataModule("synthetic://50?seed=0", num_workers=2, on_device=True)
+    # Without a GPU trainer the splits stay plain CPU tensors.
+    datamodule = FERDataModule("synthetic://50?seed=0", cache_dir=False, on_device=True)
+    datamodule.setup()
+    assert type(datamodule.tensors("train")) is TensorDataset

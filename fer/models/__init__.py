@@ -15,6 +15,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "vgg19",
     "resnet18",
     "vgg8",
+    "vggnet",
 )
 
 

@@ -1,0 +1,202 @@
+"""Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
+`--compare` (default cnn4), fer's Lightning training loop against a plain PyTorch loop in fp32 and
+bf16 autocast, contiguous and channels_last, all measured in the same run.
+
+Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
+augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
+timed from its first to its last training batch after `--warmup` batches.
+    python bench/bench_throughput.py                  # every model, then cnn4 in detail
+    python bench/bench_throughput.py --models cnn4 vggnet --compare cnn4 vggnet --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from timing import best_of
+from torch import nn
+
+from fer.data.datamodule import FERDataModule
+from fer.module import FERModule
+from fer.runtime import apply_runtime
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+AUG = {"hflip": 0.5, "pad_crop": 2}
+OPTIM = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+
+
+def model_config(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def batches(datamodule: FERDataModule, device: torch.device) -> Iterator[list[torch.Tensor]]:
+    """Training batches forever, as the loop sees them: on the device, as floats, augmented."""
+    while True:
+        for images, labels in datamodule.train_dataloader():
+            images = datamodule.augment(images.to(device).float())
+            yield [images, labels.to(device)]
+
+
+@dataclass
+class Plan:
+    """What every training measurement shares: the batches, the device, warm-up and timed batch counts."""
+
+    datamodule: FERDataModule
+    device: torch.device
+    n: int
+    warmup: int
+
+
+def built(name: str, channels_last: bool) -> FERModule:
+    torch.manual_seed(0)
+    return apply_runtime(FERModule(model=model_config(name), optim=OPTIM), channels_last=channels_last)
+
+
+def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
+    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step."""
+    datamodule, device, n, warmup = plan.datamodule, plan.device, plan.n, plan.warmup
+    module = built(name, channels_last).to(device)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    loader = batches(datamodule, device)
+    start = 0.0
+    for i in range(warmup + n):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        images, labels = next(loader)
+        with autocast(device, bf16):
+            loss = nn.functional.cross_entropy(module(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    return n * datamodule.batch_size / (time.perf_counter() - start)
+
+
+class BatchClock(pl.Callback):
+    """Wall time from the start of training batch `warmup` to the end of the last one."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.warmup:
+            sync(trainer.strategy.root_device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        sync(trainer.strategy.root_device)
+        self.end = time.perf_counter()
+
+
+def fer_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
+    """Images per second of fer's FERModule under a Lightning Trainer (no validation, logging or checkpoints)."""
+    module, clock, device = built(name, channels_last), BatchClock(plan.warmup), plan.device
+    trainer = pl.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed" if bf16 else "32-true",
+        max_epochs=-1,
+        max_steps=plan.warmup + plan.n,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    trainer.fit(module, datamodule=copy.copy(plan.datamodule))
+    return plan.n * plan.datamodule.batch_size / (clock.end - clock.start)
+
+
+def inference(
+    name: str, device: torch.device, bf16: bool, channels_last: bool, batch_size: int, n: int
+) -> float:
+    module = built(name, channels_last).to(device).eval()
+    images = torch.rand(batch_size, 1, 48, 48, device=device) * 255
+
+    def forward() -> None:
+        with torch.no_grad(), autocast(device, bf16):
+            module(images)
+        sync(device)
+
+    forward()
+    return batch_size / best_of(n, forward)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=sorted(p.stem for p in CONF.glob("*.yaml")))
+    parser.add_argument("--compare", nargs="*", default=["cnn4"], help="models measured fer vs plain loop")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=4, help="timed training batches per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    datamodule = FERDataModule(
+        f"synthetic://{(args.warmup + args.batches + 1) * args.batch_size * 5 // 4}?seed=0",
+        batch_size=args.batch_size,
+        cache_dir=False,
+        aug=AUG,
+    )
+    datamodule.setup("fit")
+    plan = Plan(datamodule, device, args.batches, args.warmup)
+    n = args.batches
+    print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {n} timed batches")
+    print(
+        f"{'model':<11} {'train fp32':>11} {'train bf16+cl':>14} {'infer fp32':>11} {'infer bf16+cl':>14}  (img/s)"
+    )
+    for name in args.models:
+        row = [
+            plain_loop(name, plan, False, False),
+            plain_loop(name, plan, True, True),
+            inference(name, device, False, False, args.batch_size * 2, n),
+            inference(name, device, True, True, args.batch_size * 2, n),
+        ]
+        print(f"{name:<11} {row[0]:>11.0f} {row[1]:>14.0f} {row[2]:>11.0f} {row[3]:>14.0f}", flush=True)
+    for name in args.compare:
+        print(f"\n{name}: training img/s, fer (Lightning Trainer.fit) and the plain loop, same batches")
+        print(f"{'setting':<22} {'plain':>8} {'fer':>8} {'fer/plain':>10}")
+        results = {}
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                setting = f"{'bf16' if bf16 else 'fp32'} {'channels_last' if channels_last else 'contiguous'}"
+                plain = plain_loop(name, plan, bf16, channels_last)
+                fer = fer_loop(name, plan, bf16, channels_last)
+                results[bf16, channels_last] = plain, fer
+                print(f"{setting:<22} {plain:>8.0f} {fer:>8.0f} {fer / plain:>10.2f}", flush=True)
+        for label, loop in (("plain", 0), ("fer", 1)):
+            bf16_gain = results[True, False][loop] / results[False, False][loop]
+            cl_gain = results[False, True][loop] / results[False, False][loop]
+            both = results[True, True][loop] / results[False, False][loop]
+            print(
+                f"{label:<6} bf16/fp32 {bf16_gain:.2f}  channels_last/contiguous {cl_gain:.2f}  both/neither {both:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

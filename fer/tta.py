@@ -1,0 +1,62 @@
+"""Test-time augmentation (`tta=` group, conf/tta/): a model's class probabilities averaged over views.
+
+A view is the batch itself, the batch shifted by `shift` pixels diagonally towards each corner with
+zero fill (the four corner crops of the face padded by `shift`, as the pad-and-crop training
+augmentation draws them), and, with `flip`, each of these mirrored. `crops` (flip, shift 2) is
+ten-crop style: 5 positions x 2 mirrors = 10 views, all 48x48, so any model takes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor]:
+    """The views of a (B,C,H,W) batch, the unchanged batch first."""
+    views = [images]
+    if shift:
+        s = int(shift)
+        h, w = images.shape[-2:]
+        padded = F.pad(images, (s, s, s, s))
+        views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy in (-s, s) for dx in (-s, s)]
+    if flip:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+def num_views(tta: Mapping[str, Any] | None) -> int:
+    tta = tta or {}
+    return (5 if tta.get("shift") else 1) * (2 if tta.get("flip") else 1)
+
+
+def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
+    """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
+    tta = tta or {}
+    views = tta_views(images, bool(tta.get("flip", False)), int(tta.get("shift", 0)))
+    return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
+
+
+def mean_log_probs(log_probs: Tensor) -> Tensor:
+    """Log of the mean probability over the first dimension (views or ensemble members), computed stably."""
+    return torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+
+
+def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
+    """Log of `model`'s class probabilities averaged over the TTA views of `images`: (B, classes).
+
+    With no TTA this is `model(images).log_softmax(1)` exactly.
+    """
+    return mean_log_probs(view_log_probs(model, images, tta))
+
+
+def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The TTA to evaluate a checkpoint with, plus its number of views: `given` (a `tta=` of the command
+    line), else the one the checkpoint's training run was tested with, else none."""
+    tta = {**(given or (run_config or {}).get("tta") or {"name": "none", "flip": False, "shift": 0})}
+    return {**tta, "views": num_views(tta)}

@@ -163,7 +163,9 @@ def test_failed_job_is_listed_and_the_rest_still_run(tmp_path):
     assert result.returncode != 0
     rows = read_csv(sweep / "summary.csv")
     assert [(r["data.normalization"], r["status"]) for r in rows] == [("bogus", "failed"), ("unit", "ok")]
-    assert "DataError" in rows[0]["error"] and "bogus" in rows[0]["error"]
+    # The config check names the bad value before any data is read.
+    assert "ConfigError" in rows[0]["error"] and "data.normalization" in rows[0]["error"]
+    assert "bogus" in rows[0]["error"]
     assert 0 <= float(rows[1]["test_acc"]) <= 1
 
 

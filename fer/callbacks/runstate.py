@@ -75,6 +75,15 @@ class RunState(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._at_fit_start or rng_states(), "saved_at": self._where()}
 
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning's ModelCheckpoint.load_state_dict leaves out `current_score`: without it, a resumed
+        # run's last.ckpt would differ from an uninterrupted run's in that one field (and its sha256).
+        for callback in trainer.checkpoint_callbacks:
+            saved = checkpoint.get("callbacks", {}).get(callback.state_key, {})
+            callback.current_score = saved.get("current_score", callback.current_score)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         set_rng_states(state_dict["rng"])
         self.last_saved = state_dict["saved_at"]

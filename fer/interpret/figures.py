@@ -261,11 +261,11 @@ def plot_layers(
     tiles = _Tiles(grid.reshape(-1, *grid.shape[2:]), ncols, title_lines=2, scale=0.75 * PANEL / IMAGE_SIZE)
     column = 0
     for name, block, values in zip(layers, blocks, heads):
+        tiles.title(column, f"{name}\n ", align="left")  # the layer's name above its first row
         for r, (value, real) in enumerate(values):
-            label = f"{name}\n" if r == 0 else ""
             colour = "black" if value >= real else "red"
-            tiles.title(r * ncols + column, f"{label}AM {value:.3g}", align="left", color=colour)
-            tiles.title(r * ncols + column + 1, f"{label and ' '}real {real:.3g}", align="left")
+            tiles.title(r * ncols + column, f"AM {value:.3g}", align="left", color=colour)
+            tiles.title(r * ncols + column + 1, f"real {real:.3g}", align="left")
         column += block.shape[1] + 1
     return tiles.save(path, title)
 

@@ -12,14 +12,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from fer.files import atomic_path
+
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Write atomically (a temp file, then rename), so no half-written PNG is ever left."""
+    """Write atomically (`fer.files.atomic_path`), so no half-written PNG is ever left."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

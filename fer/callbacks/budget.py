@@ -17,10 +17,11 @@ class BudgetProgress(pl.Callback):
 
     def __init__(self) -> None:
         self.start: float | None = None
+        self.first_epoch = 0  # a resumed run starts later
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.monotonic()
-        self.first_epoch = trainer.current_epoch  # a resumed run starts later
+        self.first_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.start is None:

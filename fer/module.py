@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from fer.data.labels import CLASS_NAMES
 from fer.data.transforms import Normalizer
 from fer.models import build_model
+from fer.schedules import BudgetedLR
 from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
 
 
@@ -129,6 +130,17 @@ class FERModule(pl.LightningModule):
         # compute() is a collective under DDP: every rank calls it here, and the synced counts are
         # kept for the rank-zero code that draws them.
         self.test_confusion_counts = self.test_confusion.compute().cpu()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A schedule with a budget in seconds (fer.schedules.BudgetedLR) ends the fit when it is spent;
+        # Lightning then validates and checkpoints the last weights before stopping.
+        scheduler = self.lr_schedulers()
+        if not isinstance(scheduler, BudgetedLR):
+            return
+        if scheduler.seconds and self.trainer.world_size > 1:
+            scheduler.sync(lambda elapsed: self.trainer.strategy.broadcast(elapsed, src=0))
+        if scheduler.finished:
+            self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:

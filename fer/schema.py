@@ -159,6 +159,8 @@ RULES: dict[str, Any] = {
     "aug.contrast": Number(0, 1),
     "aug.zoom": Number(0, 1, open_high=True),
     "aug.erase": Number(0, 1),
+    "aug.crop": Number(0, 48, integer=True),  # 0: the whole face
+    "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),
     "trainer.max_epochs": Number(-1, integer=True, nullable=True),  # -1: no epoch limit

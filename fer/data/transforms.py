@@ -71,6 +71,21 @@ def random_affine(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+def random_crop(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random `size` x `size` window of each image of a (B,C,H,W) batch, drawn per image (on the CPU, as
+    in `random_affine`). The face keeps its scale: a net with a global pool tests on the whole image."""
+    n, _, h, w = images.shape
+    if not 0 < size <= min(h, w):
+        raise ValueError(f"crop size must be in 1..{min(h, w)}, got {size}")
+    top = torch.randint(0, h - size + 1, (n, 1), generator=generator)
+    left = torch.randint(0, w - size + 1, (n, 1), generator=generator)
+    span = torch.arange(size)
+    rows = (top + span).to(images.device)[:, None, :, None]  # (B,1,size,1)
+    cols = (left + span).to(images.device)[:, None, None, :]  # (B,1,1,size)
+    picked = images.gather(2, rows.expand(n, images.shape[1], size, w))
+    return picked.gather(3, cols.expand(n, images.shape[1], size, size))
+
+
 def random_erase(
     images: torch.Tensor,
     p: float,
@@ -100,7 +115,8 @@ def random_erase(
 
 
 class BatchAugment(nn.Module):
-    """Random per-image flip, rotation, zoom, pad-and-crop shift, brightness/contrast jitter and erasing.
+    """Random per-image flip, rotation, zoom, pad-and-crop shift, a smaller crop, brightness/contrast jitter
+    and erasing, in that order.
 
     Written by hand because torchvision's v2 transforms draw one set of random parameters per call:
     applied to a batch they would move every image the same way, and per-image calls in the loader
@@ -118,11 +134,12 @@ class BatchAugment(nn.Module):
         contrast: float = 0.0,
         zoom: float = 0.0,
         erase: float = 0.0,
+        crop: int = 0,
     ) -> None:
         super().__init__()
         self.hflip, self.rotation, self.pad_crop = float(hflip), float(rotation), int(pad_crop)
         self.brightness, self.contrast = float(brightness), float(contrast)
-        self.zoom, self.erase = float(zoom), float(erase)
+        self.zoom, self.erase, self.crop = float(zoom), float(erase), int(crop)
 
     @property
     def is_identity(self) -> bool:
@@ -134,6 +151,7 @@ class BatchAugment(nn.Module):
             or self.brightness
             or self.contrast
             or self.erase
+            or self.crop
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +159,8 @@ class BatchAugment(nn.Module):
             return x
         if self.hflip or self.rotation or self.pad_crop or self.zoom:
             x = self._geometric(x)
+        if self.crop:
+            x = random_crop(x, self.crop)
         if self.brightness or self.contrast:
             x = self._photometric(x)
         if self.erase:
@@ -162,5 +182,6 @@ class BatchAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"hflip={self.hflip}, rotation={self.rotation}, pad_crop={self.pad_crop}, "
-            f"zoom={self.zoom}, brightness={self.brightness}, contrast={self.contrast}, erase={self.erase}"
+            f"zoom={self.zoom}, crop={self.crop}, brightness={self.brightness}, contrast={self.contrast}, "
+            f"erase={self.erase}"
         )

@@ -1,0 +1,56 @@
+"""BudgetedLR: warm-up then linear decay over a budget of steps or seconds."""
+
+import pytest
+import torch
+
+from fer.data.transforms import random_crop
+from fer.schedules import BudgetedLR
+
+
+def _scheduler(**kwargs) -> BudgetedLR:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return BudgetedLR(optimizer, **kwargs)
+
+
+def test_step_budget_warms_up_then_decays_to_zero() -> None:
+    scheduler = _scheduler(total_steps=10, warmup=0.2, start=0.1)
+    lrs = [scheduler.get_last_lr()[0]]
+    for _ in range(10):
+        scheduler.optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[:4] == pytest.approx([0.1, 0.55, 1.0, 0.875])
+    assert lrs[-1] == 0.0 and scheduler.finished
+
+
+def test_seconds_budget_ends_the_schedule_first_and_survives_a_state_round_trip() -> None:
+    scheduler = _scheduler(total_steps=1000, seconds=10.0, warmup=0.0)
+    scheduler.sync(lambda _: 7.5)  # rank 0's clock says three quarters of the budget are spent
+    scheduler.step()
+    assert scheduler.progress == pytest.approx(0.75, abs=1e-3)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.25, abs=1e-3)
+    state = scheduler.state_dict()
+    assert "_tick" not in state
+    resumed = _scheduler(total_steps=1000, seconds=10.0, warmup=0.0)
+    resumed.load_state_dict(state)
+    assert resumed.elapsed == pytest.approx(scheduler.elapsed) and not resumed.finished
+    resumed.sync(lambda _: 10.0)
+    assert resumed.finished
+
+
+def test_bad_budgets_are_refused() -> None:
+    with pytest.raises(ValueError, match="total_steps"):
+        _scheduler(total_steps=0)
+    with pytest.raises(ValueError, match="seconds"):
+        _scheduler(total_steps=5, seconds=-1.0)
+
+
+def test_random_crop_takes_a_window_of_each_image() -> None:
+    images = torch.arange(2 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    crops = random_crop(images, 4, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 1, 4, 4)
+    for image, crop in zip(images, crops, strict=True):
+        windows = [image[:, r : r + 4, c : c + 4] for r in range(3) for c in range(3)]
+        assert any(torch.equal(crop, w) for w in windows)
+    with pytest.raises(ValueError, match="crop size"):
+        random_crop(images, 7)

@@ -18,12 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SIZE = 48
+from fer.data.labels import IMAGE_SIZE  # noqa: E402 (after the path insert)
+from fer.data.readers import read_dataset  # noqa: E402
 
 
 def pack(source: str, target: str) -> None:
-    from fer.data.readers import read_dataset
-
     faces = read_dataset(source, cache_dir=False)
     deltas = np.diff(faces.images.astype(np.int16), axis=2, prepend=0).astype(np.uint8)  # mod 256
     buffer = io.BytesIO()
@@ -42,7 +41,9 @@ def unpack(source: str, target: str) -> None:
         deltas = np.frombuffer(f.read(), dtype=np.uint8)
     meta = np.load(io.BytesIO(head))
     labels, split = meta["labels"], meta["split"]
-    images = np.cumsum(deltas.reshape(len(labels), SIZE, SIZE), axis=2, dtype=np.uint8)  # wraps mod 256
+    images = np.cumsum(
+        deltas.reshape(len(labels), IMAGE_SIZE, IMAGE_SIZE), axis=2, dtype=np.uint8
+    )  # wraps mod 256
     tokens = [str(v) for v in range(256)]
     with open(target, "w") as out:
         out.write("emotion,pixels,Usage\n")
@@ -52,7 +53,9 @@ def unpack(source: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=("pack", "unpack"))
     parser.add_argument("source")
     parser.add_argument("target")

@@ -56,17 +56,20 @@ class BudgetedLR(LRScheduler):
     def finished(self) -> bool:
         return self.progress >= 1.0
 
-    def step(self, epoch: int | None = None) -> None:  # noqa: ARG002 (the base signature)
+    def _advance_clock(self) -> float:
+        """Add the time since the last reading to `elapsed`; return the reading."""
         now = time.perf_counter()
         if self._tick is not None:
             self.elapsed += now - self._tick
-        self._tick = now
+        return now
+
+    def step(self, epoch: int | None = None) -> None:  # noqa: ARG002 (the base signature)
+        self._tick = self._advance_clock()
         super().step()
 
     def sync(self, broadcast: Callable[[float], float]) -> None:
         """Take rank 0's clock: under DDP every rank must step the same learning rates and stop together."""
-        if self._tick is not None:
-            self.elapsed += time.perf_counter() - self._tick
+        self._advance_clock()
         self._tick = None  # the next step adds nothing on top of the broadcast reading
         self.elapsed = float(broadcast(self.elapsed))
 

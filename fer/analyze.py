@@ -49,6 +49,7 @@ from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.predict import predict_proba, scores, write_prediction_files
 from fer.report import write_report
+from fer.runtime import apply_runtime
 from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,15 @@ def run_dir_of(ckpt: Path) -> Path:
 
 
 def load_model(ckpt: Path, device: str) -> FERModule:
-    """The checkpoint's module (weights only: a checkpoint cannot run code when loaded), in eval mode."""
+    """The checkpoint's module (weights only: a checkpoint cannot run code when loaded), in eval mode and
+    channels_last (cnn4 on 2 CPU cores: forward 1.5x, forward+backward 1.3x faster; same maths)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model = FERModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as e:
         raise ValueError(f"ckpt={ckpt}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
-    return model.eval()
+    return apply_runtime(model, channels_last=True).eval()
 
 
 def _given(node: Any) -> Any:

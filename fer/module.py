@@ -11,11 +11,13 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchvision.transforms.v2.functional import center_crop
 
 from fer.data.labels import CLASS_NAMES
 from fer.data.transforms import Normalizer
 from fer.models import build_model
 from fer.schedules import BudgetedLR
+from fer.schema import ConfigError
 from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
 
 
@@ -28,6 +30,22 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
         }
     )
+
+
+def check_input_size(net: nn.Module, size: int, target: str) -> None:
+    """Raise a ConfigError naming aug.crop when `net` cannot classify `size` x `size` faces."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 1, size, size))
+    except RuntimeError as error:
+        raise ConfigError(
+            f"aug.crop={size}: the model {target} cannot take {size}x{size} faces (its head is sized for "
+            f"48x48: {str(error).splitlines()[0]}). Train it with aug.crop=0, or pick a model with a "
+            "global pool (vgg8, vggnet, vgg16, vgg19, resnet18)."
+        ) from None
+    finally:
+        net.train(was_training)
 
 
 class FERModule(pl.LightningModule):
@@ -46,6 +64,7 @@ class FERModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: Sequence[float] | None = None,
         class_names: Sequence[str] = CLASS_NAMES,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -53,6 +72,12 @@ class FERModule(pl.LightningModule):
         num_classes = len(self.class_names)
         self.normalizer = Normalizer(**(normalization or {}))
         self.net = build_model(model)
+        # The window the net was trained on (aug.crop): bigger faces are centre-cropped to it, so val,
+        # test, TTA, analysis and ensembles all see what training saw. TTA's shifted views then become
+        # windows off the centre (shift (48 - size) / 2 gives the corner crops of ten-crop testing).
+        self.input_size = input_size
+        if input_size:
+            check_input_size(self.net, input_size, model.get("_target_", ""))
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
@@ -74,6 +99,8 @@ class FERModule(pl.LightningModule):
         self.run_config: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_size and images.shape[-1] > self.input_size:
+            images = center_crop(images, [self.input_size, self.input_size])
         return self.net(self.normalizer(images))
 
     def _step(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

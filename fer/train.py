@@ -101,6 +101,7 @@ def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=datamodule.class_weights if cfg.loss.class_weights else None,
         class_names=datamodule.class_names,
+        input_size=cfg.aug.get("crop") or None,
     )
 
 

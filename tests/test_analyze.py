@@ -398,8 +398,9 @@ def test_default_analysis_of_a_model_of_real_faces(tmp_path, monkeypatch):
         assert set(checks) == {"deletion", "randomization"}, method
         assert all(isinstance(check["passed"], bool) for check in checks.values())
         assert np.isfinite(row["deletion_auc"]["mean"]) and row["deletion_auc"]["n"] == 70
-    for info in analysis["filters"].values():
-        assert 0 <= info["reached_fraction"] <= 1 and len(info["reached"]) == 16
+    for layer, info in analysis["filters"].items():
+        # the target: AM beats the best real face for at least 90% of each layer's filters
+        assert info["reached_fraction"] >= 0.9 and len(info["reached"]) == 16, layer
     assert len(analysis["classes"]) == 7
     page = (out / "report.html").read_text()
     assert "reliable for this model" in page and "excluded" in page

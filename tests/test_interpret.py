@@ -347,12 +347,14 @@ def _live_channels(model: nn.Module, layer: nn.Module, images: torch.Tensor, n: 
     return [c for c in range(layer.out_channels) if c not in dead][:n]
 
 
+@pytest.mark.parametrize("param", ["pixel", "fft"])
 @pytest.mark.parametrize("conv_index", [0, 1, 3])
-def test_activation_max_beats_every_real_image(trained, faces, conv_index):
+def test_activation_max_beats_every_real_image(trained, faces, conv_index, param):
     images = faces[0][N_TRAIN:]
     layer = convs(trained)[conv_index]
     channels = _live_channels(trained, layer, images, 8)
-    synthetic, reached = maximize_activation(trained, layer, channels)
+    # the analysis defaults (conf/analysis/default.yaml)
+    synthetic, reached = maximize_activation(trained, layer, channels, steps=64, lr=0.1, param=param)
     assert synthetic.shape == (len(channels), 48, 48)
     assert synthetic.min() >= 0 and synthetic.max() <= 255
     assert (reached >= dataset_max_activation(trained, layer, images, channels)).all()

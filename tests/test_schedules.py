@@ -1,10 +1,18 @@
-"""BudgetedLR: warm-up then linear decay over a budget of steps or seconds."""
+"""BudgetedLR: warm-up then linear decay over a budget of steps or seconds; training windows (aug.crop)."""
+
+import logging
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from fer.callbacks.budget import BudgetProgress
 from fer.data.transforms import random_crop
+from fer.module import FERModule
 from fer.schedules import BudgetedLR
+from fer.schema import ConfigError
+from fer.tta import tta_views
 
 
 def _scheduler(**kwargs) -> BudgetedLR:
@@ -54,3 +62,39 @@ def test_random_crop_takes_a_window_of_each_image() -> None:
         assert any(torch.equal(crop, w) for w in windows)
     with pytest.raises(ValueError, match="crop size"):
         random_crop(images, 7)
+
+
+def test_a_cropped_model_sees_the_centre_window_and_ten_crop_views_are_its_corners() -> None:
+    torch.manual_seed(0)
+    model = {"_target_": "fer.models.vgg.VGG", "layers": [4, "M", 8], "head": [], "pool": "avg"}
+    module = FERModule(model=model, optim={}, input_size=40).eval()
+    faces = torch.rand(3, 1, 48, 48) * 255
+    assert torch.allclose(module(faces), module(faces[..., 4:44, 4:44]))
+    views = tta_views(faces, shift=4)
+    corners = [faces[..., y : y + 40, x : x + 40] for y in (0, 8) for x in (0, 8)]
+    for view, corner in zip(views[1:], corners, strict=True):
+        assert torch.allclose(module(view), module(corner))
+
+
+def test_a_crop_the_model_cannot_take_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"aug.crop=40: the model fer.models.cnn4.CNN4 cannot take 40x40"):
+        FERModule(model={"_target_": "fer.models.cnn4.CNN4"}, optim={}, input_size=40)
+
+
+def test_progress_line_reports_the_schedules_budget(caplog) -> None:
+    scheduler = _scheduler(total_steps=1000, seconds=100.0)
+    scheduler.sync(lambda _: 25.0)  # a quarter of the seconds spent
+    callback = BudgetProgress()
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=1,
+        max_epochs=1000,
+        callbacks=[],
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    )
+    callback.start = time.monotonic() - 20.0  # two epochs took 20 s
+    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
+        callback.on_train_epoch_end(trainer, None)
+    # 2 epochs spent 25% of the budget: 6 more at 10 s each, not the 998 that max_epochs allows
+    assert "25% of the schedule's budget spent (75 s of 100 s left), 6 epochs to go (~60 s)" in caplog.text

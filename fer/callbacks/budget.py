@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
+
+from fer.schedules import BudgetedLR
 
 log = logging.getLogger(__name__)
 
 
 class BudgetProgress(pl.Callback):
     """After each training epoch, logs the elapsed time, the mean epoch time, and the time left of
-    `trainer.max_time` (when set) or the time the remaining `max_epochs` will take at that pace."""
+    `trainer.max_time` (when set), of a budgeted schedule (`sched=budget`: its share spent, and its
+    seconds when it has them), or the time the remaining `max_epochs` will take at that pace."""
 
     def __init__(self) -> None:
         self.start: float | None = None
@@ -37,6 +41,18 @@ class BudgetProgress(pl.Callback):
             message += f", {remaining:.0f} s left of the max_time budget"
             if epochs_left is not None and epochs_left * per_epoch > remaining:
                 message += f" (it stops ~{int(remaining // per_epoch)} epochs early)"
+        schedule = next(
+            (c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, BudgetedLR)), None
+        )
+        if schedule is not None:
+            # The schedule, not max_epochs, ends the fit: what is left is its unspent share.
+            spent = schedule.progress
+            message += f", {100 * spent:.0f}% of the schedule's budget spent"
+            if schedule.seconds:
+                message += (
+                    f" ({max(schedule.seconds - schedule.elapsed, 0):.0f} s of {schedule.seconds:.0f} s left)"
+                )
+            epochs_left = math.ceil(done * (1 - spent) / spent) if spent > 0 else epochs_left
         if epochs_left is not None:
             message += f", {epochs_left} epochs to go (~{epochs_left * per_epoch:.0f} s)"
         log.info(message)

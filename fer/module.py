@@ -14,8 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchvision.transforms.v2.functional import center_crop
 
 from fer.data.labels import CLASS_NAMES
-from fer.data.transforms import Normalizer
 from fer.models import build_model
+from fer.models.normalization import Normalization
 from fer.schedules import BudgetedLR
 from fer.schema import ConfigError
 from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
@@ -70,7 +70,7 @@ class FERModule(pl.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         num_classes = len(self.class_names)
-        self.normalizer = Normalizer(**(normalization or {}))
+        self.normalizer = Normalization(**(normalization or {}))
         self.net = build_model(model)
         # The window the net was trained on (aug.crop): bigger faces are centre-cropped to it, so val,
         # test, TTA, analysis and ensembles all see what training saw. TTA's shifted views then become
@@ -177,6 +177,10 @@ class FERModule(pl.LightningModule):
         self.run_config = checkpoint.get("run_config")
         # Checkpoints from before the best accuracy was saved load with the best unknown.
         checkpoint["state_dict"].setdefault("val_acc_best.max_value", torch.tensor(float("-inf")))
+        # Checkpoints from before the statistics were buffers hold them in the hyperparameters only,
+        # which built this normalizer.
+        for name, buffer in self.normalizer.named_buffers(prefix="normalizer"):
+            checkpoint["state_dict"].setdefault(name, buffer.clone())
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return tta_log_probs(self, batch[0], self.tta).exp()

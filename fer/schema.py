@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
-from fer.data.transforms import NORMALIZATIONS
+from fer.models.normalization import NORMALIZATIONS
 
 log = logging.getLogger(__name__)
 

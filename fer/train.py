@@ -92,12 +92,11 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> No
 
 def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
     """The module from plain config plus what the data decides (train-split statistics, class weights)."""
-    normalization = {"mode": cfg.data.normalization, **datamodule.pixel_stats}
     return FERModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         sched=OmegaConf.to_container(cfg.sched, resolve=True),
-        normalization=normalization,
+        normalization=datamodule.normalization_args,
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=datamodule.class_weights if cfg.loss.class_weights else None,
         class_names=datamodule.class_names,

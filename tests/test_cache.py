@@ -162,3 +162,19 @@ def test_image_folder_key_covers_every_file(tmp_path, monkeypatch):
     with pytest.warns(DataWarning, match="converted 1 images"):
         got, status = read_with_status(root, cache_dir=tmp_path / "c")
     assert status == "miss" and len(got) == 2 and (got.images[1] == 7).all()
+
+
+def test_a_synthetic_set_is_drawn_once_and_drawn_afresh_when_the_generator_changes(tmp_path, monkeypatch):
+    address = "synthetic://40?seed=3"
+    first, status = read_with_status(address, cache_dir=tmp_path / "c")
+    assert status == "miss"
+    monkeypatch.setattr(readers.synthetic, "generate", no_parse)
+    again, status = read_with_status(address, cache_dir=tmp_path / "c")
+    assert status == "hit" and np.array_equal(again.images, first.images)
+    assert np.array_equal(again.masks, first.masks) and again.source == address
+    # another address, or the same one after the generator's source changed, is drawn again
+    generator = tmp_path / "synthetic.py"
+    generator.write_text("# the generator, edited")
+    monkeypatch.setattr(readers.synthetic, "__file__", str(generator))
+    with pytest.raises(AssertionError, match="parsed although"):
+        read_with_status(address, cache_dir=tmp_path / "c")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer.data import datamodule, read_dataset
 from fer.data.datamodule import FERDataModule, stratified_holdout
 from fer.data.errors import DataError
 
@@ -44,7 +45,7 @@ def test_splits_by_name_and_batches_as_float_pixels(csv_path, tmp_path):
 def test_standardize_statistics_come_from_train_only(csv_path, tmp_path):
     dm = make(csv_path, tmp_path, normalization="standardize")
     # Train images are all 10; val (200) and test (250) must not leak in.
-    assert dm.pixel_stats == {"mean": 10.0, "std": 0.0}
+    assert dm.normalization_args == {"mode": "standardize", "mean": 10.0, "std": 0.0}
 
 
 def test_val_fraction_is_stratified_and_seeded(csv_path, tmp_path):
@@ -131,3 +132,13 @@ def test_unlabelled_rows_only_allowed_for_predict(tmp_path):
             splits={"train": "Training", "val": None, "test": "test"},
             val_fraction=0.5,
         )
+
+
+def test_a_fit_then_a_test_read_the_data_once(csv_path, tmp_path, monkeypatch):
+    reads = []
+    monkeypatch.setattr(datamodule, "read_dataset", lambda *a, **k: reads.append(a) or read_dataset(*a, **k))
+    dm = FERDataModule(csv_path, cache_dir=str(tmp_path / "cache"))
+    for stage in ("fit", "test"):  # what Lightning calls for trainer.fit, then trainer.test
+        dm.prepare_data()
+        dm.setup(stage)
+    assert len(reads) == 1 and len(dm.faces["train"]) == 70

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from fer.models import MODEL_NAMES, build_model, count_parameters
+from fer.models.normalization import Normalization
 from fer.models.resnet import ResNet18, imagenet_weights_path
 from fer.models.vgg import VGG
 
@@ -196,3 +197,21 @@ def test_vgg_trunk_and_head_from_config() -> None:
     assert model(torch.randn(2, 1, 40, 40)).shape == model(faces()).shape == (2, 7)
     # The default head of VGG16 is unchanged by the configurable head: 512-512-7.
     assert [m.out_features for m in VGG().classifier if isinstance(m, nn.Linear)] == [512, 512, 7]
+
+
+def test_normalization_modes():
+    x = torch.randint(0, 256, (8, 1, 48, 48), generator=torch.Generator().manual_seed(0)).float()
+    assert torch.equal(Normalization("none")(x), x)
+    assert torch.allclose(Normalization("unit")(x), x / 255)
+    z = Normalization("standardize", mean=100.0, std=50.0)(x)
+    assert torch.allclose(z, (x - 100) / 50)
+    per_image = Normalization("per_image")(x)
+    assert per_image.mean(dim=(1, 2, 3)).abs().max() < 1e-4
+    assert torch.allclose(per_image.std(dim=(1, 2, 3)), torch.ones(len(x)), atol=1e-4)
+
+
+def test_normalization_rejects_unknown_mode_and_bad_std():
+    with pytest.raises(ValueError, match="normalization 'zscore'"):
+        Normalization("zscore")
+    with pytest.raises(ValueError, match="positive pixel std"):
+        Normalization("standardize", mean=0.0, std=0.0)

@@ -1,7 +1,6 @@
 import gzip
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -346,17 +345,17 @@ def fake_synthetic(monkeypatch):
             "synthetic",
         )
 
-    module = types.ModuleType("fer.data.synthetic")
-    module.generate = generate
-    monkeypatch.setitem(sys.modules, "fer.data.synthetic", module)
+    monkeypatch.setattr(readers.synthetic, "generate", generate)
     return calls
 
 
 def test_synthetic_dispatch(fake_synthetic, tmp_path):
     assert len(read_dataset("synthetic://12?seed=3&balanced=1", cache_dir=tmp_path / "cache")) == 12
-    read_dataset("synthetic://5", layout="synthetic")
+    read_dataset("synthetic://5", layout="synthetic", cache_dir=False)
     assert fake_synthetic == [(12, 3, True), (5, 0, False)]
-    assert not (tmp_path / "cache").exists()  # synthetic data is not cached
+    # cached like a file: the same address is read back, not drawn again
+    assert len(read_dataset("synthetic://12?seed=3&balanced=1", cache_dir=tmp_path / "cache")) == 12
+    assert len(fake_synthetic) == 2
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,25 @@ def test_checkpoint_loads_weights_only_and_rebuilds_without_arguments(trained):
     assert model.normalizer.mode == "standardize" and model.normalizer.std > 0
 
 
+def test_normalization_statistics_travel_as_buffers_and_older_checkpoints_load(trained, tmp_path):
+    run_dir, _, _ = trained
+    state = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True)
+    stats = state["hyper_parameters"]["normalization"]
+    assert state["state_dict"]["normalizer.mean"].item() == pytest.approx(stats["mean"])
+    assert state["state_dict"]["normalizer.std"].item() == pytest.approx(stats["std"])
+    # A checkpoint written before the statistics were buffers: the hyperparameters alone rebuild them.
+    for name in ("normalizer.mean", "normalizer.std"):
+        del state["state_dict"][name]
+    torch.save(state, tmp_path / "older.ckpt")
+    images = torch.rand(3, 1, 48, 48) * 255
+    models = [
+        FERModule.load_from_checkpoint(p, map_location="cpu", weights_only=True).eval()
+        for p in (run_dir / "checkpoints/best.ckpt", tmp_path / "older.ckpt")
+    ]
+    with torch.no_grad():
+        assert torch.equal(models[0](images), models[1](images))
+
+
 def test_seed_zero_is_deterministic(train_config, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -1,32 +1,13 @@
 import math
 
-import pytest
 import torch
 
-from fer.data.transforms import BatchAugment, Normalizer, random_erase
+from fer.data.transforms import BatchAugment, random_erase
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, 48, 48), generator=g).float()
-
-
-def test_normalizer_modes():
-    x = batch()
-    assert torch.equal(Normalizer("none")(x), x)
-    assert torch.allclose(Normalizer("unit")(x), x / 255)
-    z = Normalizer("standardize", mean=100.0, std=50.0)(x)
-    assert torch.allclose(z, (x - 100) / 50)
-    per_image = Normalizer("per_image")(x)
-    assert per_image.mean(dim=(1, 2, 3)).abs().max() < 1e-4
-    assert torch.allclose(per_image.std(dim=(1, 2, 3)), torch.ones(len(x)), atol=1e-4)
-
-
-def test_normalizer_rejects_unknown_mode_and_bad_std():
-    with pytest.raises(ValueError, match="normalization 'zscore'"):
-        Normalizer("zscore")
-    with pytest.raises(ValueError, match="positive pixel std"):
-        Normalizer("standardize", mean=0.0, std=0.0)
 
 
 def test_no_augmentation_is_identity():

@@ -33,9 +33,10 @@ def cache_root(cache_dir: str | os.PathLike[str] | bool | None = None) -> Path |
     return Path(cache_dir).expanduser()
 
 
-def entry_key(root: Path, files: Sequence[Path], layout: str, on_bad_row: str) -> str:
-    """Digest of everything a read depends on: where, which files (name, size, mtime) and how."""
-    digest = hashlib.sha256(json.dumps([FORMAT_VERSION, str(root), layout, on_bad_row]).encode())
+def entry_key(root: str, files: Sequence[Path], layout: str, on_bad_row: str) -> str:
+    """Digest of everything a read depends on: where (a folder or an address), which files (name, size,
+    mtime) and how."""
+    digest = hashlib.sha256(json.dumps([FORMAT_VERSION, root, layout, on_bad_row]).encode())
     for file in files:
         stat = file.stat()
         digest.update(f"\0{file}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())

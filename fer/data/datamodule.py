@@ -14,7 +14,8 @@ from fer.data import read_dataset
 from fer.data.errors import DataError
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, NUM_CLASSES
-from fer.data.transforms import NORMALIZATIONS, BatchAugment
+from fer.data.transforms import BatchAugment
+from fer.models.normalization import NORMALIZATIONS
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -96,10 +97,13 @@ class FERDataModule(pl.LightningDataModule):
         self.on_device = on_device
         self.augment = BatchAugment(**(aug or {}))
         self.faces: dict[str, FaceSet] = {}
+        self._prepared: FaceSet | None = None  # the read of prepare_data, handed to setup
 
     def prepare_data(self) -> None:
-        # Under DDP this runs once per node, so only one process parses and fills the cache.
-        self._read()
+        # Under DDP this runs once per node, so only one process parses and fills the cache; that
+        # process's setup uses this read instead of reading again.
+        if not self.faces and self._prepared is None:
+            self._prepared = self._read()
 
     def _read(self) -> FaceSet:
         return read_dataset(
@@ -109,7 +113,7 @@ class FERDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.faces:
             return
-        faces = self._read()
+        faces, self._prepared = self._prepared or self._read(), None
         selected = {}
         for name in STAGES:
             split = self.splits.get(name)
@@ -163,10 +167,11 @@ class FERDataModule(pl.LightningDataModule):
         return (weights / weights[counts > 0].mean()).tolist()
 
     @property
-    def pixel_stats(self) -> dict[str, float]:
-        """Pixel mean and std of the train split (the `standardize` statistics; never from val/test)."""
+    def normalization_args(self) -> dict[str, Any]:
+        """The model's `Normalization` arguments: `data.normalization` and the train split's pixel mean
+        and std (the `standardize` statistics; never from val/test)."""
         images = self.faces["train"].images
-        return {"mean": float(images.mean()), "std": float(images.std())}
+        return {"mode": self.normalization, "mean": float(images.mean()), "std": float(images.std())}
 
     def tensors(self, stage: str) -> TensorDataset:
         faces = self.faces[stage]

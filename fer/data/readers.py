@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 from PIL import Image
 
-from fer.data import cache
+from fer.data import cache, synthetic
 from fer.data.errors import DataError, DataWarning
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
@@ -76,18 +76,28 @@ def read_with_status(
     if text.startswith("synthetic://") or layout == "synthetic":
         if layout not in ("auto", "synthetic") or not text.startswith("synthetic://"):
             raise DataError(f"{text}: the synthetic layout reads addresses like synthetic://6000?seed=0")
-        return _read_synthetic(text), "off"
+        # Drawing a synthetic set takes seconds: it is cached like a file, keyed by its address and by
+        # the generator's source file, so a changed generator draws afresh.
+        key_parts = (text, [Path(synthetic.__file__)], "synthetic", on_bad_row)
 
-    source = _locate(Path(text).expanduser().resolve(), layout)
+        def read() -> FaceSet:
+            return _read_synthetic(text)
+    else:
+        source = _locate(Path(text).expanduser().resolve(), layout)
+        key_parts = (str(source.root), source.files, source.layout, on_bad_row)
+
+        def read() -> FaceSet:
+            return _READERS[source.layout](source, on_bad_row)
+
     directory = cache.cache_root(cache_dir)
     status = "off"
     faces = None
     if directory is not None:
-        key = cache.entry_key(source.root, source.files, source.layout, on_bad_row)
+        key = cache.entry_key(*key_parts)
         faces = cache.load(directory, key)
         status = "miss" if faces is None else "hit"
     if faces is None:
-        faces = _READERS[source.layout](source, on_bad_row)
+        faces = read()
         if directory is not None:
             cache.save(directory, key, faces)
     for note in faces.warnings:  # also on a cache hit, so a read says the same whether cached or not
@@ -468,9 +478,7 @@ def _read_synthetic(address: str) -> FaceSet:
             raise DataError(f"{address}: bad {key} {value!r}; seed takes an integer >= 0, balanced 0 or 1")
         else:
             raise DataError(f"{address}: unknown option {key!r}; expected {', '.join(options)}")
-    from fer.data.synthetic import generate  # imported here: it is only needed for synthetic data
-
-    return generate(int(parts.netloc), seed=options["seed"], balanced=options["balanced"])
+    return synthetic.generate(int(parts.netloc), seed=options["seed"], balanced=options["balanced"])
 
 
 _READERS: dict[str, Callable[[_Source, str], FaceSet]] = {

@@ -1,4 +1,5 @@
-"""Input normalization and batch-wise augmentation of pixel-valued image tensors (0..255)."""
+"""Batch-wise augmentation of pixel-valued image tensors (0..255); the model normalizes them
+(fer.models.normalization)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,6 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-NORMALIZATIONS = ("none", "unit", "standardize", "per_image")
-
-
-class Normalizer(nn.Module):
-    """Maps pixel-valued images to the network's input scale; part of the model so checkpoints carry it.
-
-    `none` keeps 0..255, `unit` divides by 255, `standardize` uses the train split's pixel mean/std,
-    `per_image` standardizes each image by its own statistics.
-    """
-
-    def __init__(self, mode: str = "unit", mean: float = 0.0, std: float = 1.0) -> None:
-        super().__init__()
-        if mode not in NORMALIZATIONS:
-            raise ValueError(f"normalization {mode!r} is not one of {NORMALIZATIONS}")
-        if mode == "standardize" and not std > 0:
-            raise ValueError(f"standardize needs a positive pixel std, got {std}")
-        self.mode, self.mean, self.std = mode, float(mean), float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "standardize":
-            return (x - self.mean) / self.std
-        if self.mode == "per_image":
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-        return x
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}, mean={self.mean:.3f}, std={self.std:.3f}"
 
 
 def random_affine(

@@ -29,7 +29,6 @@ from fer.data.faceset import FaceSet
 from fer.files import write_csv, write_json
 from fer.interpret.activation_max import dead_filters, maximize_activation, maximize_class
 from fer.interpret.attribution import METHODS, attribute
-from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.interpret.evaluation import evaluate_methods
 from fer.interpret.features import feature_maps, top_exemplars
 from fer.interpret.figures import (
@@ -43,8 +42,9 @@ from fer.interpret.figures import (
     plot_layers,
     plot_saliency,
 )
-from fer.interpret.layers import UpTo, conv_layers, layer_by_name
+from fer.interpret.layers import TruncatedModel, conv_layers, layer_by_name
 from fer.interpret.layers import cam_layer as default_cam_layer
+from fer.interpret.mistakes import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.predict import predict_proba, scores, write_prediction_files
@@ -481,7 +481,7 @@ def _filters(
     """Activation maximization, top real images, dead filters and feature maps of one layer; returns the
     AM images (C,H,W), their activations (C,), the exemplars' pool indices (C,k) and activations (C,k)."""
     layer = layer_by_name(model, name)
-    upto = UpTo(model, layer)
+    upto = TruncatedModel(model, layer)
     image = pool[min(options.feature_map_image, len(pool) - 1)]
     with timer("exemplars"):
         maps = feature_maps(upto, layer, image)

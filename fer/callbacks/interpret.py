@@ -21,7 +21,7 @@ from fer.interpret.activation_max import dead_filters, maximize_activation, maxi
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.features import feature_maps, top_exemplars
 from fer.interpret.figures import face_label, pick_per_class, plot_classes, plot_filters, plot_saliency
-from fer.interpret.layers import UpTo, cam_layer, conv_layers, layer_by_name
+from fer.interpret.layers import TruncatedModel, cam_layer, conv_layers, layer_by_name
 from fer.predict import predict_proba
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class InterpretFigures(pl.Callback):
 
     def _filters(self, model: pl.LightningModule, epoch: int) -> Path:
         layer = layer_by_name(model, self.layer)
-        upto = UpTo(model, layer)
+        upto = TruncatedModel(model, layer)
         channels = list(range(min(self.filters, len(feature_maps(upto, layer, self.images[0])))))
         _, best = top_exemplars(upto, layer, self.pool_images, channels, k=1)
         images, reached = maximize_activation(upto, layer, channels, **self.am)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fer.summarize
-from fer.analyze import run as analyze
+from fer.analysis.run import run as analyze
 from fer.data.datamodule import FERDataModule
 from fer.interpret.attribution import METHODS
 from fer.module import FERModule
@@ -94,7 +94,7 @@ def model(trained) -> FERModule:
 
 @pytest.fixture(scope="module")
 def test_faces(trained):
-    """The run's test split, read independently of fer.analyze."""
+    """The run's test split, read independently of fer.analysis."""
     data = FERDataModule(path="synthetic://700?seed=0", cache_dir=False)
     data.setup()
     return data.faces["test"]

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-import fer.config  # noqa: F401  (registers the resolvers the configs use)
+import fer.config  # noqa: F401  (registers the resolvers and nodes the configs use)
 from fer.analysis.run import run
 
 

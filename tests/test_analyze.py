@@ -298,6 +298,8 @@ def test_split_and_data_overrides(trained, tmp_path):
         ),
         (["RUN", "predict=Nope"], ValueError, r"predict='Nope' is not a stage, a data path nor a split of "),
         (["RUN", "predict=val", "split=test"], ValueError, "split= only picks rows of a data path"),
+        (["RUN", "data.pth=x"], ValueError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
+        (["RUN", "data.splits.tset=x"], ValueError, "data.splits.tset: not in the data config"),
     ],
 )
 def test_bad_input_says_what_and_where(trained, tmp_path, overrides, error, message):

@@ -73,14 +73,33 @@ def _without_nulls(node: Any) -> Any:
     return node
 
 
+def _unknown_keys(changes: Mapping[str, Any], base: Mapping[str, Any], prefix: str = "data") -> list[str]:
+    """The dotted names of the keys of `changes` that `base` lacks."""
+    unknown = []
+    for key, value in changes.items():
+        if key not in base:
+            unknown.append(f"{prefix}.{key}")
+        elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            unknown += _unknown_keys(value, base[key], f"{prefix}.{key}")
+    return unknown
+
+
 def data_config(run_config: Mapping[str, Any] | None, changes: DictConfig, ckpt: Path) -> DictConfig:
-    """The checkpoint's data config with the command line's `data.*` changes on top."""
+    """The checkpoint's data config with the command line's `data.*` changes merged on top; a key the
+    checkpoint's config lacks is an error (a typo would otherwise be ignored or fail far from here)."""
     given = _without_nulls(OmegaConf.to_container(changes, resolve=True))
     base = (run_config or {}).get("data")
     if base is None:
         if "path" not in given:
             raise ValueError(f"ckpt={ckpt} holds no run_config (saved by an older fer): pass data.path=...")
         base = {"_target_": "fer.data.datamodule.FERDataModule"}
+    else:
+        unknown = _unknown_keys(given, base)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not in the data config of ckpt={ckpt}; "
+                f"its keys: {', '.join(k for k in base if k != '_target_')}"
+            )
     return OmegaConf.merge(base, given)
 
 

@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-import fer.config  # noqa: F401  (registers the resolvers the configs use)
-from fer.analyze import run
+import fer.config  # noqa: F401  (registers the resolvers and nodes the configs use)
+from fer.analysis.run import run
 
 
 @hydra.main(config_path="conf", config_name="analyze", version_base="1.3")

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 import fer.config  # noqa: F401  (resolvers)
-from fer.analyze import run as analyze
+from fer.analysis.run import run as analyze
 from fer.data.datamodule import FERDataModule
 from fer.module import FERModule
 from fer.train import run as train

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers the configs use, and printing/saving the resolved config of a run."""
+"""OmegaConf resolvers and config nodes the configs use, and printing/saving the resolved config of a run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ from pathlib import Path
 import rich
 import rich.syntax
 import rich.tree
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 # `${fer.env_unset:WANDB_API_KEY}` is true when the variable is missing: W&B then logs offline.
 OmegaConf.register_new_resolver("fer.env_unset", lambda name: not os.environ.get(name), replace=True)
+
+# `- any_keys@data` in a defaults list: an empty node that takes any key from the command line
+# (`data.path=...`, no `+`), where Hydra's struct mode refuses keys a config does not list. analyze.py
+# merges it onto the checkpoint's data config, whose keys it checks (fer.analysis.select.data_config).
+ConfigStore.instance().store(name="any_keys", node=OmegaConf.create({}, flags={"struct": False}))
 
 
 @rank_zero_only

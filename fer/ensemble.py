@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fer.analyze import checkpoint_path, data_config, evaluation_faces, load_model, prediction_faces
+from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, load_model, prediction_faces
 from fer.files import write_csv, write_json
 from fer.predict import predict_proba, scores, write_prediction_files
 from fer.summarize import job_dirs
@@ -61,9 +61,9 @@ def ensemble(cfg: DictConfig) -> Path:
     first = load_model(ckpts[0], cfg.device)
     data = data_config(first.run_config, cfg.data, ckpts[0])
     if predicting:
-        faces, what = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
+        faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
     else:
-        faces, what = evaluation_faces(data, cfg.get("split"))
+        faces, selection = evaluation_faces(data, cfg.get("split"))
     labels = torch.from_numpy(faces.labels)
     labelled = bool((labels >= 0).any())
     names = first.class_names
@@ -105,7 +105,7 @@ def ensemble(cfg: DictConfig) -> Path:
         "written": datetime.now().isoformat(timespec="seconds"),
         "data": {
             "source": faces.source,
-            "what": what,
+            "what": selection,
             "rows": len(faces),
             "labelled": int((labels >= 0).sum()),
         },
@@ -120,7 +120,7 @@ def ensemble(cfg: DictConfig) -> Path:
         report["best_member"] = {"member": best["member"], "accuracy": best["accuracy"]}
         report["gain_over_best_member"] = result["accuracy"] - best["accuracy"]
     write_json(out / "ensemble.json", report)
-    log.info("ensemble of %d (%s): %s", len(ckpts), what, out)
+    log.info("ensemble of %d (%s): %s", len(ckpts), selection, out)
     if labelled:
         log.info("accuracy %.4f (best member %.4f)", result["accuracy"], report["best_member"]["accuracy"])
     return out

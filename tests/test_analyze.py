@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fer.summarize
-from fer.analyze import run as analyze
+from fer.analysis.run import run as analyze
 from fer.data.datamodule import FERDataModule
 from fer.interpret.attribution import METHODS
 from fer.module import FERModule
@@ -94,7 +94,7 @@ def model(trained) -> FERModule:
 
 @pytest.fixture(scope="module")
 def test_faces(trained):
-    """The run's test split, read independently of fer.analyze."""
+    """The run's test split, read independently of fer.analysis."""
     data = FERDataModule(path="synthetic://700?seed=0", cache_dir=False)
     data.setup()
     return data.faces["test"]
@@ -298,6 +298,8 @@ def test_split_and_data_overrides(trained, tmp_path):
         ),
         (["RUN", "predict=Nope"], ValueError, r"predict='Nope' is not a stage, a data path nor a split of "),
         (["RUN", "predict=val", "split=test"], ValueError, "split= only picks rows of a data path"),
+        (["RUN", "data.pth=x"], ValueError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
+        (["RUN", "data.splits.tset=x"], ValueError, "data.splits.tset: not in the data config"),
     ],
 )
 def test_bad_input_says_what_and_where(trained, tmp_path, overrides, error, message):

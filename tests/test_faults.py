@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from fer import rundir
-from fer.analyze import checkpoint_path
+from fer.analysis.select import checkpoint_path
 from fer.callbacks.runstate import NonFiniteError
 from fer.data import DataError, read_dataset
 from fer.data.datamodule import FERDataModule

@@ -19,7 +19,6 @@ from fer.interpret.activation_max import (
     maximize_class,
 )
 from fer.interpret.attribution import METHODS, attribute
-from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.interpret.evaluation import (
     bootstrap_interval,
     deletion_auc,
@@ -36,6 +35,7 @@ from fer.interpret.evaluation import (
 )
 from fer.interpret.features import channel_activations, feature_maps, top_exemplars
 from fer.interpret.layers import conv_layers, last_conv, layer_output
+from fer.interpret.mistakes import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.models.cnn4 import CNN4
 from fer.models.normalization import Normalization
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from fer.files import write_csv, write_json
 from fer.interpret.figures import face_label, pick_per_class, plot_faces, plot_saliency, saliency_panels
-from fer.interpret.layers import UpTo
+from fer.interpret.layers import TruncatedModel
 from fer.report import write_report
 
 
@@ -203,13 +203,13 @@ def test_plot_faces_with_no_faces(tmp_path):
         assert image.size[0] > 50
 
 
-def test_up_to_stops_at_the_layer_and_keeps_gradients():
+def test_truncated_model_stops_at_the_layer_and_keeps_gradients():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 46 * 46, 2))
     x = torch.rand(2, 1, 48, 48, requires_grad=True)
-    out = UpTo(model, model[1])(x)
+    out = TruncatedModel(model, model[1])(x)
     assert torch.equal(out, model[1](model[0](x)))
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(RuntimeError, match="never reached the layer"):
-        UpTo(model, nn.ReLU())(x)
+        TruncatedModel(model, nn.ReLU())(x)

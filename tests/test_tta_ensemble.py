@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer.analyze import load_model
-from fer.analyze import run as analyze
+from fer.analysis.run import run as analyze
+from fer.analysis.select import load_model
 from fer.data.datamodule import FERDataModule
 from fer.predict import predict_proba
 from fer.train import run as train

@@ -1,6 +1,6 @@
 """Interpretability while training: saliency, activation-maximization and class-visualization figures
 every few epochs, and the test confusion matrix as an interactive W&B chart. Thin shells over
-`fer.interpret`."""
+`fer.interpret` and the report's functions (`fer.analysis`)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from fer.analysis.filters import class_images, filter_exemplars, plot_class_images
+from fer.analysis.saliency import usable_methods
 from fer.images import log_images
-from fer.interpret.activation_max import dead_filters, maximize_activation, maximize_class
+from fer.interpret.activation_max import maximize_activation
 from fer.interpret.attribution import METHODS, attribute
-from fer.interpret.features import feature_maps, top_exemplars
-from fer.interpret.figures import face_label, pick_per_class, plot_classes, plot_filters, plot_saliency
-from fer.interpret.layers import UpTo, cam_layer, conv_layers, layer_by_name
+from fer.interpret.figures import face_label, pick_per_class, plot_filters, plot_saliency
+from fer.interpret.layers import TruncatedModel, cam_layer, conv_layers, layer_by_name
 from fer.predict import predict_proba
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class InterpretFigures(pl.Callback):
         return figures
 
     def _saliency(self, model: pl.LightningModule, epoch: int) -> Path:
-        methods = [m for m in self.methods if self.cam_layer is not None or m not in ("gradcam", "hirescam")]
+        methods = usable_methods(self.methods, self.cam_layer)
         layer = layer_by_name(model, self.cam_layer) if self.cam_layer else None
         maps = {m: attribute(model, self.images, self.labels, m, layer, **self.attribution) for m in methods}
         probs = predict_proba(model, self.images)
@@ -148,25 +149,22 @@ class InterpretFigures(pl.Callback):
 
     def _filters(self, model: pl.LightningModule, epoch: int) -> Path:
         layer = layer_by_name(model, self.layer)
-        upto = UpTo(model, layer)
-        channels = list(range(min(self.filters, len(feature_maps(upto, layer, self.images[0])))))
-        _, best = top_exemplars(upto, layer, self.pool_images, channels, k=1)
-        images, reached = maximize_activation(upto, layer, channels, **self.am)
-        dead = set(dead_filters(upto, layer, self.pool_images).tolist())
+        truncated = TruncatedModel(model, layer)
+        found = filter_exemplars(truncated, layer, self.pool_images, self.images[0], self.filters, k=1)
+        images, reached = maximize_activation(truncated, layer, found.channels, **self.am)
         path = self.output_dir / f"filters_epoch{epoch:03d}.png"
         title = f"{self.layer}, epoch {epoch}: activation maximization (reached vs best real image)"
-        return plot_filters(images, channels, reached, best[:, 0], dead, path, title=title)
+        return plot_filters(
+            images, found.channels, reached, found.top[:, 0], set(found.dead), path, title=title
+        )
 
     def _classes(self, model: pl.LightningModule, epoch: int) -> Path:
-        classes = list(range(len(model.class_names)))
-        images, reached = maximize_class(model, classes, **self.am)
-        index, best = top_exemplars(model, model, self.pool_images, classes, k=1)
         path = self.output_dir / f"classes_epoch{epoch:03d}.png"
         title = (
             f"Class visualization, epoch {epoch}: the input maximising each logit, beside the best real face"
         )
-        return plot_classes(
-            images, reached, self.pool_images[index[:, 0], 0], best[:, 0], model.class_names, path, title
+        return plot_class_images(
+            class_images(model, self.pool_images, self.am), model.class_names, path, title
         )
 
 

@@ -11,7 +11,6 @@ from fer.interpret.activation_max import (
     maximize_class,
 )
 from fer.interpret.attribution import METHODS, attribute
-from fer.interpret.errors import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.interpret.evaluation import (
     bootstrap_interval,
     deletion_auc,
@@ -26,11 +25,12 @@ from fer.interpret.evaluation import (
     verdict,
 )
 from fer.interpret.features import channel_activations, feature_maps, top_exemplars
-from fer.interpret.layers import UpTo, conv_layers, last_conv, layer_by_name, layer_output
+from fer.interpret.layers import TruncatedModel, conv_layers, last_conv, layer_by_name, layer_output
+from fer.interpret.mistakes import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 
 __all__ = [
     "METHODS",
-    "UpTo",
+    "TruncatedModel",
     "attribute",
     "bootstrap_interval",
     "channel_activations",

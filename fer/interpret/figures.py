@@ -78,7 +78,7 @@ def _over(faces: np.ndarray, rgba: np.ndarray) -> np.ndarray:
     return faces * (1 - alpha) + rgba[..., :3] * alpha
 
 
-class _Tiles:
+class _PanelGrid:
     """Panels (N,h,w,3) tiled into one image on one axes, with `text` above a panel or anywhere in pixels.
 
     Sizes are in inches per image pixel, so a 48x48 face is PANEL inches whatever the figure holds.
@@ -172,7 +172,7 @@ def plot_saliency(
     columns, scales = saliency_panels(images, maps)
     # Row-major: row r holds face r then its map under each method.
     panels = columns.swapaxes(0, 1).reshape(-1, *columns.shape[2:])
-    tiles = _Tiles(panels, len(columns), fontsize=8.5, margins=(1.1, 0.45, 0.1, 0.6))
+    tiles = _PanelGrid(panels, len(columns), fontsize=8.5, margins=(1.1, 0.45, 0.1, 0.6))
     tiles.title(0, "face")
     for c, method in enumerate(maps, start=1):
         name = METHOD_TITLES.get(method, method)
@@ -207,7 +207,7 @@ def plot_faces(
     if not len(images):
         images = torch.full((1, IMAGE_SIZE, IMAGE_SIZE), 255.0)
         titles = ["(none)"]
-    tiles = _Tiles(_gray(images), ncols, title_lines=max(t.count("\n") + 1 for t in titles))
+    tiles = _PanelGrid(_gray(images), ncols, title_lines=max(t.count("\n") + 1 for t in titles))
     for i, text in enumerate(titles):
         tiles.title(i, text)
     return tiles.save(path, title)
@@ -225,7 +225,7 @@ def plot_filters(
 ) -> Path:
     """Activation-maximization images, one per filter, titled with the activation reached vs the best real
     image's; dead filters (never positive on the data) framed and titled in red."""
-    tiles = _Tiles(_gray(images), ncols, title_lines=2)
+    tiles = _PanelGrid(_gray(images), ncols, title_lines=2)
     for i, (channel, value, real) in enumerate(zip(channels, reached.tolist(), best_real.tolist())):
         is_dead = channel in dead
         tiles.title(
@@ -258,7 +258,9 @@ def plot_layers(
     spacer = np.ones((rows, 1, *blocks[0].shape[2:]))  # a blank column between layers
     grid = np.concatenate([part for block in blocks for part in (block, spacer)][:-1], axis=1)
     ncols = grid.shape[1]
-    tiles = _Tiles(grid.reshape(-1, *grid.shape[2:]), ncols, title_lines=2, scale=0.75 * PANEL / IMAGE_SIZE)
+    tiles = _PanelGrid(
+        grid.reshape(-1, *grid.shape[2:]), ncols, title_lines=2, scale=0.75 * PANEL / IMAGE_SIZE
+    )
     column = 0
     for name, block, values in zip(layers, blocks, heads):
         tiles.title(column, f"{name}\n ", align="left")  # the layer's name above its first row
@@ -282,7 +284,7 @@ def plot_classes(
     """Per class: the image maximising its logit (K,H,W) beside the real face with the highest logit
     (K,H,W), titled with both logits."""
     panels = torch.stack([synthetic, real], dim=1).flatten(0, 1)
-    tiles = _Tiles(_gray(panels), 8, title_lines=2)
+    tiles = _PanelGrid(_gray(panels), 8, title_lines=2)
     for c, (name, value, best) in enumerate(zip(class_names, reached.tolist(), real_logits.tolist())):
         tiles.title(2 * c, f"{name}\nlogit {value:.3g}", color="black" if value >= best else "red")
         tiles.title(2 * c + 1, f"best real\nlogit {best:.3g}")
@@ -296,7 +298,7 @@ def plot_exemplars(
     faces = _gray(images.flatten(0, 1)).reshape(*images.shape[:2], *images.shape[-2:], 3)
     gap = np.ones((len(faces), faces.shape[2], 2, 3))  # white between the faces of a strip
     strips = np.concatenate([part for k in range(faces.shape[1]) for part in (faces[:, k], gap)][:-1], axis=2)
-    tiles = _Tiles(strips, ncols, title_lines=1, scale=0.75 * PANEL / IMAGE_SIZE, gap=16)
+    tiles = _PanelGrid(strips, ncols, title_lines=1, scale=0.75 * PANEL / IMAGE_SIZE, gap=16)
     for i, (channel, values) in enumerate(zip(channels, scores.tolist())):
         tiles.title(i, f"#{channel}: mean activation {values[0]:.3g} ... {values[-1]:.3g}", align="left")
     return tiles.save(path, title)
@@ -320,7 +322,7 @@ def plot_feature_maps(
     panels = np.concatenate([_gray(image.reshape(1, *size)), coloured])
     # 6 to 12 a row, as few empty places as can be (the face plus 32 maps: 3 rows of 11).
     ncols = ncols or min(range(6, 13), key=lambda c: (-len(panels) % c, abs(c - 8)))
-    tiles = _Tiles(panels, ncols, title_lines=1, scale=0.8 * PANEL / IMAGE_SIZE)
+    tiles = _PanelGrid(panels, ncols, title_lines=1, scale=0.8 * PANEL / IMAGE_SIZE)
     tiles.title(0, image_title or "input")
     for c in range(len(maps)):
         tiles.title(c + 1, f"#{c}")

@@ -26,7 +26,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 class _Reached(Exception):
     """Carries the hooked layer's output out of the forward pass, skipping the layers after it; `call`
-    tells nested `layer_output` calls (an `UpTo` inside another) which one it belongs to."""
+    tells nested `layer_output` calls (a `TruncatedModel` inside another) which one it belongs to."""
 
     def __init__(self, output: Tensor, call: object) -> None:
         super().__init__()
@@ -57,7 +57,7 @@ def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
     raise RuntimeError("the forward pass never reached the layer")
 
 
-class UpTo(nn.Module):
+class TruncatedModel(nn.Module):
     """`model` run only as far as `layer`, returning that layer's output (`layer_output` as a module).
 
     Exemplar search, dead filters and feature maps read one layer; stopping there makes them about 8

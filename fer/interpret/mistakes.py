@@ -1,4 +1,4 @@
-"""Error analysis of a classifier's predictions: per-class scores, confusions, confident mistakes."""
+"""A classifier's mistakes: per-class scores, confusions, confident mistakes."""
 
 from __future__ import annotations
 

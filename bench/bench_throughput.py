@@ -17,25 +17,20 @@ import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from timing import best_of
 from torch import nn
 
+from fer.config import compose_option
 from fer.data.datamodule import FERDataModule
+from fer.models import MODEL_NAMES
 from fer.module import FERModule
 from fer.runtime import apply_runtime
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 AUG = {"hflip": 0.5, "pad_crop": 2}
 OPTIM = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
-
-
-def model_config(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -67,7 +62,9 @@ class Plan:
 
 def built(name: str, channels_last: bool) -> FERModule:
     torch.manual_seed(0)
-    return apply_runtime(FERModule(model=model_config(name), optim=OPTIM), channels_last=channels_last)
+    return apply_runtime(
+        FERModule(model=compose_option("model", name), optim=OPTIM), channels_last=channels_last
+    )
 
 
 def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
@@ -144,7 +141,7 @@ def inference(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=sorted(p.stem for p in CONF.glob("*.yaml")))
+    parser.add_argument("--models", nargs="*", default=sorted(MODEL_NAMES))
     parser.add_argument("--compare", nargs="*", default=["cnn4"], help="models measured fer vs plain loop")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=4, help="timed training batches per measurement")

@@ -8,6 +8,7 @@ from pathlib import Path
 import rich
 import rich.syntax
 import rich.tree
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
@@ -19,6 +20,16 @@ OmegaConf.register_new_resolver("fer.env_unset", lambda name: not os.environ.get
 # (`data.path=...`, no `+`), where Hydra's struct mode refuses keys a config does not list. analyze.py
 # merges it onto the checkpoint's data config, whose keys it checks (fer.analysis.select.data_config).
 ConfigStore.instance().store(name="any_keys", node=OmegaConf.create({}, flags={"struct": False}))
+
+# The config tree of train.py and analyze.py: the checkout's conf/ (fer is installed editable).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_option(group: str, option: str) -> dict:
+    """conf/<group>/<option>.yaml as Hydra composes it, its defaults list applied (model=vgg19 builds on
+    vgg16), as plain containers with interpolations left unresolved. Not inside a running Hydra app."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose(f"{group}/{option}"))[group]
 
 
 @rank_zero_only

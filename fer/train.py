@@ -26,8 +26,8 @@ from fer.config import print_config
 from fer.data.datamodule import FERDataModule
 from fer.data.errors import DataWarning
 from fer.data.readers import RowsSkipped
+from fer.figure_logging import log_images
 from fer.files import write_json, write_text
-from fer.images import log_images
 from fer.models import count_parameters
 from fer.module import FERModule
 from fer.plots import plot_confusion

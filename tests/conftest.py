@@ -15,8 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_FER2013 = ROOT.parent / "shared/data/fer2013/fer2013-dev.csv.gz"
 
+
+def quick_run(faces: int, seed: int = 0) -> list[str]:
+    """Overrides of every end-to-end run in the tests: `faces` synthetic faces, the CPU, no progress bar."""
+    return [
+        f"data.path='synthetic://{faces}?seed={seed}'",
+        "trainer.accelerator=cpu",
+        "callbacks.rich_progress_bar=null",
+    ]
+
+
 # A small, quick synthetic setup for end-to-end runs.
-FAST = ["data.path='synthetic://700?seed=0'", "trainer.accelerator=cpu", "callbacks.rich_progress_bar=null"]
+FAST = quick_run(700)
 
 
 def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from fer.models import build_model, count_parameters
 from fer.train import run
-from tests.conftest import CONF
+from tests.conftest import CONF, quick_run
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # One training step on tiny synthetic data (300 faces: 240 train, 30 val, 30 test), one batch to test.
@@ -19,9 +19,7 @@ TINY = [
     "trainer.limit_train_batches=1",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
-    "data.path='synthetic://300?seed=1'",
-    "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
+    *quick_run(300, seed=1),
 ]
 
 

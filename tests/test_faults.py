@@ -48,14 +48,12 @@ from fer.files import write_json, write_text
 from fer.report import write_report
 from fer.schema import ConfigError, validate
 from fer.train import read_data, resolve_ckpt_path, run
-from tests.conftest import CONF, ROOT, compose_config
+from tests.conftest import CONF, ROOT, compose_config, quick_run
 
 # A seeded run small enough to repeat several times: 300 faces, batches of 16, 3 train batches an epoch,
 # with augmentation (flips, shifts) and shuffling, so every random stream matters.
 TINY = [
-    "data.path='synthetic://300?seed=0'",
-    "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
+    *quick_run(300),
     "callbacks.model_summary=null",
     "debug=fast",
     "trainer.limit_val_batches=1",

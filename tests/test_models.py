@@ -9,16 +9,16 @@ import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
+from fer.config import CONF_DIR, compose_option
 from fer.models import MODEL_NAMES, build_model, count_parameters
 from fer.models.normalization import Normalization
 from fer.models.resnet import ResNet18, imagenet_weights_path
 from fer.models.vgg import VGG
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
-CONFIG_FILES = sorted(CONF_DIR.glob("*.yaml"))
+CONFIG_NAMES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 
-# The configs as written, plus the options they leave at their defaults.
-VARIANTS: dict[str, dict] = {path.stem: dict(OmegaConf.load(path)) for path in CONFIG_FILES}
+# The configs as Hydra composes them, plus the options they leave at their defaults.
+VARIANTS: dict[str, dict] = {name: compose_option("model", name) for name in CONFIG_NAMES}
 VARIANTS |= {
     "vgg16-selu": {"_target_": "fer.models.vgg.VGG", "depth": 16, "activation": "selu"},
     "vgg19-selu-nobn": {
@@ -40,12 +40,12 @@ def faces(batch: int = 2) -> torch.Tensor:
 
 
 def test_model_names_match_config_files() -> None:
-    assert sorted(MODEL_NAMES) == sorted(path.stem for path in CONFIG_FILES)
+    assert sorted(MODEL_NAMES) == CONFIG_NAMES
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
-def test_config_values_are_plain(path: Path) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_config_values_are_plain(name: str) -> None:
+    cfg = VARIANTS[name]
     assert cfg["num_classes"] == 7
     plain = (int, float, str, bool)
     assert all(

@@ -7,20 +7,20 @@ import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
+from fer.config import compose_option
 from fer.data.datamodule import BatchTensors, FERDataModule, _whole_batch
 from fer.data.errors import DataError
 from fer.module import FERModule
 from fer.runtime import apply_runtime
-from tests.conftest import CONF
 
 
 def module(model: str) -> FERModule:
     torch.manual_seed(0)
-    config = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model}.yaml"))
-    return FERModule(model=config, optim={"_target_": "torch.optim.SGD", "lr": 0.1}).eval()
+    return FERModule(
+        model=compose_option("model", model), optim={"_target_": "torch.optim.SGD", "lr": 0.1}
+    ).eval()
 
 
 @pytest.mark.parametrize("model", ["cnn4", "resnet18"])

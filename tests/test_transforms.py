@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from fer.data.transforms import BatchAugment, random_erase
+from fer.data.transforms import BatchAugment, random_erase, random_photometric
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -58,6 +58,26 @@ def test_photometric_jitter_stays_within_bounds():
     means = y.mean(dim=(1, 2, 3))
     assert means.min() >= 90 - 1e-3 and means.max() <= 110 + 1e-3
     assert means.std() > 2  # really jittered
+
+
+def test_photometric_jitter_is_seeded_by_its_generator():
+    x = batch(16)
+    jittered = random_photometric(x, 0.2, 0.2, generator=torch.Generator().manual_seed(0))
+    again = random_photometric(x, 0.2, 0.2, generator=torch.Generator().manual_seed(0))
+    other = random_photometric(x, 0.2, 0.2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(jittered, again) and not torch.equal(jittered, other)
+
+
+def test_photometric_jitter_draws_on_the_cpu_whatever_the_device():
+    """A seed gives the same jitter on any device: its factors come from torch's CPU generator, as the
+    geometric ones do, never from the device's own (a meta batch stands in for a GPU one here)."""
+    aug = BatchAugment(brightness=0.1, contrast=0.1)
+    states = []
+    for device in ("cpu", "meta"):
+        torch.manual_seed(0)
+        aug(batch().to(device))
+        states.append(torch.get_rng_state())
+    assert torch.equal(*states)
 
 
 def test_random_erase_fills_one_rectangle_per_image_with_its_mean():

@@ -15,13 +15,11 @@ from fer.data.datamodule import FERDataModule
 from fer.predict import predict_proba
 from fer.train import run as train
 from fer.tta import tta_log_probs, tta_views
-from tests.conftest import compose_config
+from tests.conftest import compose_config, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
 TINY = [
-    "data.path='synthetic://300?seed=0'",
-    "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
+    *quick_run(300),
     "trainer.max_epochs=2",
     "data.batch_size=32",
 ]

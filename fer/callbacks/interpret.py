@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fer.analysis.filters import class_images, filter_exemplars, plot_class_images
 from fer.analysis.saliency import usable_methods
-from fer.images import log_images
+from fer.figure_logging import log_images
 from fer.interpret.activation_max import maximize_activation
 from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.figures import face_label, pick_per_class, plot_filters, plot_saliency

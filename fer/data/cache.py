@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from fer.data.faceset import FaceSet
 from fer.data.labels import IMAGE_SIZE
+from fer.files import atomic_path
 
 FORMAT_VERSION = 1  # bump whenever the readers decode differently, so stale entries stop matching
 
@@ -84,19 +84,14 @@ def save(directory: Path, key: str, faces: FaceSet) -> None:
     }
     if faces.masks is not None:
         arrays["masks"] = faces.masks
-    tmp = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        # Written under a temporary name and renamed into place, so readers never see half an entry.
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{key}.", suffix=".tmp", delete=False) as f:
-            tmp = Path(f.name)
+        # Readers never see half an entry; concurrent writers (sweep jobs) each use their own temp file.
+        # np.savez is given the open file: given a path, it would append .npz to the temp name.
+        with atomic_path(directory / f"{key}.npz") as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, directory / f"{key}.npz")
     except OSError as e:
         warnings.warn(f"could not write a cache entry in {directory} ({e}); reads will parse", stacklevel=2)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)  # already gone after a successful os.replace
 
 
 def _check(faces: FaceSet) -> None:

@@ -56,6 +56,28 @@ def random_crop(images: torch.Tensor, size: int, generator: torch.Generator | No
     return picked.gather(3, cols.expand(n, images.shape[1], size, size))
 
 
+def random_photometric(
+    images: torch.Tensor,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Each image of a pixel-valued (B,C,H,W) batch with its contrast scaled by 1 +- `contrast` around
+    its mean, then its brightness by 1 +- `brightness`, clamped to 0..255. Random draws happen on the
+    CPU, as in `random_affine`.
+
+    torchvision jitters brightness first; with no clamp in between the two orders give the same image:
+    ((x - m) * c + m) * b == (x * b - m * b) * c + m * b.
+    """
+    shape = (images.shape[0], 1, 1, 1)
+    # Drawn in this order (brightness, then contrast) so seeded runs keep their factors.
+    brightness_factor = 1 + (torch.rand(shape, generator=generator) * 2 - 1) * brightness
+    contrast_factor = 1 + (torch.rand(shape, generator=generator) * 2 - 1) * contrast
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    jittered = ((images - mean) * contrast_factor.to(images) + mean) * brightness_factor.to(images)
+    return jittered.clamp(0, 255)
+
+
 def random_erase(
     images: torch.Tensor,
     p: float,
@@ -85,8 +107,9 @@ def random_erase(
 
 
 class BatchAugment(nn.Module):
-    """Random per-image flip, rotation, zoom, pad-and-crop shift, a smaller crop, brightness/contrast jitter
-    and erasing, in that order.
+    """Random per-image flip, rotation, zoom, pad-and-crop shift, a smaller crop, contrast/brightness jitter
+    and erasing, in that order. Every random draw comes from torch's CPU generator (`torch.manual_seed`,
+    Lightning's seed_everything), so a seed gives the same augmentation on any device.
 
     Written by hand because torchvision's v2 transforms draw one set of random parameters per call:
     applied to a batch they would move every image the same way, and per-image calls in the loader
@@ -132,22 +155,13 @@ class BatchAugment(nn.Module):
         if self.crop:
             x = random_crop(x, self.crop)
         if self.brightness or self.contrast:
-            x = self._photometric(x)
+            x = random_photometric(x, brightness=self.brightness, contrast=self.contrast)
         if self.erase:
             x = random_erase(x, self.erase)
         return x
 
     def _geometric(self, x: torch.Tensor) -> torch.Tensor:
         return random_affine(x, rotation=self.rotation, shift=self.pad_crop, zoom=self.zoom, hflip=self.hflip)
-
-    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        shape = (n, 1, 1, 1)
-        brightness = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * self.brightness
-        contrast = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * self.contrast
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        # torchvision's order: scale brightness, then blend with the image mean for contrast.
-        return (((x - mean) * contrast + mean) * brightness).clamp(0, 255)
 
     def extra_repr(self) -> str:
         return (

@@ -19,8 +19,11 @@ activations: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "selu": nn.SELU}
 pools: dict[str, type[nn.Module]] = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 
 
-def make_layers(cfg: Sequence[int | str], batch_norm: bool, activation: str) -> nn.Sequential:
-    """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, and 2x2 max-pools at "M"."""
+def make_layers(
+    cfg: Sequence[int | str], batch_norm: bool, activation: str, dropout: float = 0.0
+) -> nn.Sequential:
+    """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, the activation, a Dropout after
+    it when `dropout` > 0, and 2x2 max-pools at "M"."""
     layers: list[nn.Module] = []
     in_channels = 1
     for v in cfg:
@@ -31,6 +34,8 @@ def make_layers(cfg: Sequence[int | str], batch_norm: bool, activation: str) -> 
             if batch_norm:
                 layers.append(nn.BatchNorm2d(v))
             layers.append(activations[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             in_channels = v
     return nn.Sequential(*layers)
 

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from fer.data.labels import IMAGE_SIZE, NUM_CLASSES
+from fer.models.vgg import make_layers
 
 # Conv widths; "M" is a 2x2 max-pool.
 cfg: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M"]
@@ -14,18 +15,11 @@ class VGGKeras(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        in_channels = 1
-        for v in cfg:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1), nn.ReLU(), nn.Dropout(0.3)]
-                in_channels = v
-        self.features = nn.Sequential(*layers)
+        self.features = make_layers(cfg, batch_norm=False, activation="relu", dropout=0.3)
+        channels = [v for v in cfg if v != "M"][-1]
         side = IMAGE_SIZE // 2 ** cfg.count("M")
         self.classifier = nn.Sequential(
-            nn.Linear(in_channels * side * side, 4096),
+            nn.Linear(channels * side * side, 4096),
             nn.ReLU(),
             nn.Dropout(0.5),
             nn.Linear(4096, 4096),

@@ -140,7 +140,7 @@ def read_data(datamodule: FERDataModule) -> dict[str, Any]:
         warnings.simplefilter("always", DataWarning)
         datamodule.prepare_data()
         datamodule.setup("fit")
-    notes: dict[str, int] = {}  # note -> rows it skipped; prepare_data and setup each read once
+    notes: dict[str, int] = {}  # note -> rows it skipped, each note once
     for w in caught:
         if isinstance(w.message, DataWarning):
             notes[str(w.message)] = w.message.count if isinstance(w.message, RowsSkipped) else 0
@@ -214,7 +214,8 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # fer's checkpoints hold plain data only: loading them never needs to run pickled code.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         state = next(cb for cb in trainer.callbacks if isinstance(cb, RunState))
         raise Interrupted(
@@ -234,7 +235,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     checkpoint = trainer.checkpoint_callback
     if datamodule.splits.get("test"):
         weights = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=weights)
+        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)
     metrics = {
         "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val/")},
         "test": {k: float(v) for k, v in test.items()},

@@ -50,3 +50,14 @@ def train_config(tmp_path: Path):
         return compose_config("train", list(overrides), run_dir or tmp_path / "run")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, float, DictConfig]:
+    """One 2-epoch cnn4 run on 700 synthetic faces (test split: PrivateTest, 70 faces), shared by every
+    test that only reads its outputs: its run dir, `fer.train.run`'s return value and its config."""
+    from fer.train import run
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = compose_config("train", [*FAST, "trainer.max_epochs=2", "seed=0"], run_dir)
+    return run_dir, run(cfg), cfg

@@ -73,11 +73,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A 2-epoch cnn4 run on 700 synthetic faces (test split: PrivateTest, 70 faces)."""
-    run_dir = tmp_path_factory.mktemp("analyze") / "run"
-    train(compose_config("train", [*FAST, "trainer.max_epochs=2", "seed=0"], run_dir))
-    return run_dir
+def trained(trained_run) -> Path:
+    """The run dir of the suite's shared 2-epoch cnn4 run (conftest.trained_run)."""
+    return trained_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +327,7 @@ def test_sweep_dispatches_to_summarize(tmp_path, monkeypatch):
     assert calls == [tmp_path]
 
 
+@pytest.mark.slow  # a second training run (dnn); the default suite analyses the shared cnn4 run
 def test_dnn_without_convolutions_skips_the_layer_parts(tmp_path):
     run_dir = tmp_path / "dnn"
     train(compose_config("train", [*FAST, "model=dnn", "debug=fast", "seed=0"], run_dir))

@@ -110,7 +110,8 @@ def reference(tmp_path_factory) -> tuple[Path, tuple]:
 @pytest.mark.parametrize(
     ("epoch", "batch", "sig"),
     [
-        (1, 0, signal.SIGKILL),  # right after the first epoch's checkpoint
+        # right after the first epoch's checkpoint
+        pytest.param(1, 0, signal.SIGKILL, marks=pytest.mark.slow),
         (1, 2, signal.SIGKILL),  # in the middle of an epoch
         pytest.param(0, 1, signal.SIGKILL, marks=pytest.mark.slow),  # in the first epoch
         pytest.param(1, 1, signal.SIGTERM, marks=pytest.mark.slow),  # pre-emption

@@ -400,6 +400,7 @@ def test_cli_error_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.slow  # parses the real 84 MB file
 @pytest.mark.skipif(not REAL_DATA.exists(), reason="shared FER2013 copy not present")
 def test_real_fer2013(tmp_path):
     got = read_dataset(REAL_DATA, cache_dir=tmp_path)

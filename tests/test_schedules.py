@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import Timer
 
 from fer.callbacks.budget import BudgetProgress
 from fer.data.transforms import random_crop
@@ -85,16 +86,47 @@ def test_progress_line_reports_the_schedules_budget(caplog) -> None:
     scheduler = _scheduler(total_steps=1000, seconds=100.0)
     scheduler.sync(lambda _: 25.0)  # a quarter of the seconds spent
     callback = BudgetProgress()
+    timer = Timer(duration="00:01:00:00")
+    timer.time_remaining = lambda stage: 1000.0  # noqa: ARG005 (max_time is no constraint here)
     trainer = SimpleNamespace(
         sanity_checking=False,
         is_global_zero=True,
         current_epoch=1,
         max_epochs=1000,
-        callbacks=[],
+        callbacks=[timer],
         lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
     )
     callback.start = time.monotonic() - 20.0  # two epochs took 20 s
     with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
         callback.on_train_epoch_end(trainer, None)
-    # 2 epochs spent 25% of the budget: 6 more at 10 s each, not the 998 that max_epochs allows
-    assert "25% of the schedule's budget spent (75 s of 100 s left), 6 epochs to go (~60 s)" in caplog.text
+    # 2 epochs spent 25% of the budget: 6 more at 10 s each, not the 998 that max_epochs allows, and
+    # max_time, which holds 100 more, cuts none of them
+    assert (
+        "1000 s left of the max_time budget, 25% of the schedule's budget spent (75 s of 100 s left), "
+        "6 epochs to go (~60 s)"
+    ) in caplog.text
+
+
+def test_progress_line_says_how_many_epochs_max_time_cuts(caplog) -> None:
+    timer = Timer(duration="00:00:17:00")
+    timer.time_remaining = lambda stage: 1012.0  # noqa: ARG005 (the seconds left, as Lightning's Timer says)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=0,
+        max_epochs=16,
+        callbacks=[timer],
+        lr_scheduler_configs=[],
+    )
+    callback = BudgetProgress()
+    callback.start = time.monotonic() - 68.0  # the first epoch took 68 s
+    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
+        callback.on_train_epoch_end(trainer, None)
+    # 15 epochs to go need ~1020 s; 1012 s hold 14 of them: the budget cuts one epoch, not 14
+    assert "1012 s left of the max_time budget (it stops ~1 epochs early), 15 epochs to go" in caplog.text
+    # the last epoch ended 3 s past the budget: nothing is cut
+    timer.time_remaining = lambda stage: -3.0  # noqa: ARG005
+    trainer.current_epoch = 15
+    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
+        callback.on_train_epoch_end(trainer, None)
+    assert "0 s left of the max_time budget, 0 epochs to go" in caplog.text

@@ -22,14 +22,9 @@ def history(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One 2-epoch cnn4 run shared by the tests that only read its outputs."""
-    from tests.conftest import compose_config
-
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    cfg = compose_config("train", [*FAST, "trainer.max_epochs=2", "seed=0"], run_dir)
-    value = run(cfg)
-    return run_dir, value, cfg
+def trained(trained_run):
+    """The suite's shared 2-epoch cnn4 run (conftest.trained_run): run dir, return value, config."""
+    return trained_run
 
 
 def test_run_writes_every_file_with_sane_metrics(trained):
@@ -119,6 +114,7 @@ def test_resume_without_checkpoint_says_where_it_looked(train_config, tmp_path):
     assert "FileNotFoundError" in (tmp_path / "run/error.txt").read_text()
 
 
+@pytest.mark.slow  # resnet18 under strong augmentation; experiment=resnet18_ft runs one step by default
 def test_user_command_resnet18_strong_aug(tmp_path):
     run_dir = tmp_path / "cli"
     cmd = [

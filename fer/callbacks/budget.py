@@ -34,25 +34,28 @@ class BudgetProgress(pl.Callback):
         done = trainer.current_epoch + 1 - self.first_epoch
         per_epoch = elapsed / max(done, 1)
         epochs_left = max(trainer.max_epochs - trainer.current_epoch - 1, 0) if trainer.max_epochs else None
+        schedule = next(
+            (c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, BudgetedLR)), None
+        )
+        schedule_note = ""
+        if schedule is not None:
+            # The schedule, not max_epochs, ends the fit: what is left is its unspent share.
+            spent = schedule.progress
+            schedule_note = f", {100 * spent:.0f}% of the schedule's budget spent"
+            if schedule.seconds:
+                left = max(schedule.seconds - schedule.elapsed, 0)
+                schedule_note += f" ({left:.0f} s of {schedule.seconds:.0f} s left)"
+            epochs_left = math.ceil(done * (1 - spent) / spent) if spent > 0 else epochs_left
         message = f"epoch {trainer.current_epoch}: {elapsed:.0f} s elapsed, {per_epoch:.1f} s/epoch"
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         remaining = timer.time_remaining("train") if timer is not None else None
         if remaining is not None:
+            remaining = max(remaining, 0.0)  # the last epoch may end just past the budget
             message += f", {remaining:.0f} s left of the max_time budget"
-            if epochs_left is not None and epochs_left * per_epoch > remaining:
-                message += f" (it stops ~{int(remaining // per_epoch)} epochs early)"
-        schedule = next(
-            (c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, BudgetedLR)), None
-        )
-        if schedule is not None:
-            # The schedule, not max_epochs, ends the fit: what is left is its unspent share.
-            spent = schedule.progress
-            message += f", {100 * spent:.0f}% of the schedule's budget spent"
-            if schedule.seconds:
-                message += (
-                    f" ({max(schedule.seconds - schedule.elapsed, 0):.0f} s of {schedule.seconds:.0f} s left)"
-                )
-            epochs_left = math.ceil(done * (1 - spent) / spent) if spent > 0 else epochs_left
+            fit = int(remaining // per_epoch)  # whole epochs the time left holds at this pace
+            if epochs_left is not None and fit < epochs_left:
+                message += f" (it stops ~{epochs_left - fit} epochs early)"
+        message += schedule_note
         if epochs_left is not None:
             message += f", {epochs_left} epochs to go (~{epochs_left * per_epoch:.0f} s)"
         log.info(message)

@@ -82,23 +82,34 @@ def test_a_crop_the_model_cannot_take_is_a_config_error() -> None:
         FERModule(model={"_target_": "fer.models.cnn4.CNN4"}, optim={}, input_size=40)
 
 
-def test_progress_line_reports_the_schedules_budget(caplog) -> None:
-    scheduler = _scheduler(total_steps=1000, seconds=100.0)
-    scheduler.sync(lambda _: 25.0)  # a quarter of the seconds spent
-    callback = BudgetProgress()
+def _progress_line(
+    caplog, seconds_left: float, epoch: int, max_epochs: int, elapsed: float, schedulers: list, callback=None
+) -> BudgetProgress:
+    """Run BudgetProgress's epoch-end hook on a stand-in trainer whose max_time Timer has `seconds_left`,
+    `elapsed` seconds after the fit started; its log line lands in `caplog`."""
     timer = Timer(duration="00:01:00:00")
-    timer.time_remaining = lambda stage: 1000.0  # noqa: ARG005 (max_time is no constraint here)
+    timer.time_remaining = lambda stage: seconds_left  # noqa: ARG005 (the seconds left, as Lightning's Timer says)
     trainer = SimpleNamespace(
         sanity_checking=False,
         is_global_zero=True,
-        current_epoch=1,
-        max_epochs=1000,
+        current_epoch=epoch,
+        max_epochs=max_epochs,
         callbacks=[timer],
-        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+        lr_scheduler_configs=[SimpleNamespace(scheduler=s) for s in schedulers],
     )
-    callback.start = time.monotonic() - 20.0  # two epochs took 20 s
+    if callback is None:
+        callback = BudgetProgress()
+        callback.start = time.monotonic() - elapsed
     with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
         callback.on_train_epoch_end(trainer, None)
+    return callback
+
+
+def test_progress_line_reports_the_schedules_budget(caplog) -> None:
+    scheduler = _scheduler(total_steps=1000, seconds=100.0)
+    scheduler.sync(lambda _: 25.0)  # a quarter of the seconds spent
+    # two epochs took 20 s; max_time (1000 s left) is no constraint here
+    _progress_line(caplog, 1000.0, epoch=1, max_epochs=1000, elapsed=20.0, schedulers=[scheduler])
     # 2 epochs spent 25% of the budget: 6 more at 10 s each, not the 998 that max_epochs allows, and
     # max_time, which holds 100 more, cuts none of them
     assert (
@@ -108,25 +119,10 @@ def test_progress_line_reports_the_schedules_budget(caplog) -> None:
 
 
 def test_progress_line_says_how_many_epochs_max_time_cuts(caplog) -> None:
-    timer = Timer(duration="00:00:17:00")
-    timer.time_remaining = lambda stage: 1012.0  # noqa: ARG005 (the seconds left, as Lightning's Timer says)
-    trainer = SimpleNamespace(
-        sanity_checking=False,
-        is_global_zero=True,
-        current_epoch=0,
-        max_epochs=16,
-        callbacks=[timer],
-        lr_scheduler_configs=[],
-    )
-    callback = BudgetProgress()
-    callback.start = time.monotonic() - 68.0  # the first epoch took 68 s
-    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
-        callback.on_train_epoch_end(trainer, None)
+    # the first epoch took 68 s
+    callback = _progress_line(caplog, 1012.0, epoch=0, max_epochs=16, elapsed=68.0, schedulers=[])
     # 15 epochs to go need ~1020 s; 1012 s hold 14 of them: the budget cuts one epoch, not 14
     assert "1012 s left of the max_time budget (it stops ~1 epochs early), 15 epochs to go" in caplog.text
     # the last epoch ended 3 s past the budget: nothing is cut
-    timer.time_remaining = lambda stage: -3.0  # noqa: ARG005
-    trainer.current_epoch = 15
-    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
-        callback.on_train_epoch_end(trainer, None)
+    _progress_line(caplog, -3.0, epoch=15, max_epochs=16, elapsed=0.0, schedulers=[], callback=callback)
     assert "0 s left of the max_time budget, 0 epochs to go" in caplog.text

@@ -1,11 +1,12 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
-`--compare` (default cnn4), fer's Lightning training loop against a plain PyTorch loop in fp32 and
-bf16 autocast, contiguous and channels_last, all measured in the same run.
+`--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
+loop in fp32 and bf16 autocast, contiguous and channels_last, and the plain loop under `torch.compile`,
+all measured in the same run.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
 timed from its first to its last training batch after `--warmup` batches.
-    python bench/bench_throughput.py                  # every model, then cnn4 in detail
+    python bench/bench_throughput.py                  # every model, then cnn4 and vgg8 in detail
     python bench/bench_throughput.py --models cnn4 vggnet --compare cnn4 vggnet --batch-size 256
 """
 
@@ -67,11 +68,13 @@ def built(name: str, channels_last: bool) -> FERModule:
     )
 
 
-def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
-    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step."""
+def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool, compile: bool = False) -> float:
+    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step;
+    with `compile`, of the `torch.compile`d module (compiled during the warm-up batches)."""
     datamodule, device, n, warmup = plan.datamodule, plan.device, plan.n, plan.warmup
     module = built(name, channels_last).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    forward = torch.compile(module) if compile else module
     loader = batches(datamodule, device)
     start = 0.0
     for i in range(warmup + n):
@@ -80,7 +83,7 @@ def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
             start = time.perf_counter()
         images, labels = next(loader)
         with autocast(device, bf16):
-            loss = nn.functional.cross_entropy(module(images), labels)
+            loss = nn.functional.cross_entropy(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,12 +145,18 @@ def inference(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=sorted(MODEL_NAMES))
-    parser.add_argument("--compare", nargs="*", default=["cnn4"], help="models measured fer vs plain loop")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=["cnn4", "vgg8"],
+        help="models measured fer vs plain loop (vgg8: the speedrun's)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=4, help="timed training batches per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     args = parser.parse_args()
     device = torch.device(
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
@@ -193,6 +202,13 @@ def main() -> None:
             print(
                 f"{label:<6} bf16/fp32 {bf16_gain:.2f}  channels_last/contiguous {cl_gain:.2f}  both/neither {both:.2f}"
             )
+        if args.no_compile:
+            continue
+        compiled = plain_loop(name, plan, True, True, compile=True)
+        eager = results[True, True][0]
+        print(
+            f"plain bf16 channels_last, torch.compile: {compiled:.0f} img/s, compiled/eager {compiled / eager:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,10 @@ class FERModule(pl.LightningModule):
     def _step(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
-        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+        loss = self.criterion(logits, labels)
+        # MixUp/CutMix batches carry (B, classes) soft labels: accuracy counts the dominant class.
+        hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
+        return loss, logits.argmax(dim=1), hard
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, labels = self._step(batch)

@@ -160,6 +160,8 @@ RULES: dict[str, Any] = {
     "aug.zoom": Number(0, 1, open_high=True),
     "aug.erase": Number(0, 1),
     "aug.crop": Number(0, 48, integer=True),  # 0: the whole face
+    "aug.mixup": Number(0),  # a Beta alpha; 0: off
+    "aug.cutmix": Number(0),
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),

@@ -111,6 +111,17 @@ def test_augmentation_only_on_train_batches(csv_path, tmp_path):
     assert not torch.equal(out, images.float())
 
 
+def test_mixup_gives_soft_labels_on_train_batches_only(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, aug={"hflip": 0.5, "mixup": 0.4})
+    images = torch.zeros(4, 1, 48, 48, dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 3])
+    dm.trainer = SimpleNamespace(training=False)
+    assert torch.equal(dm.on_after_batch_transfer([images, labels], 0)[1], labels)
+    dm.trainer = SimpleNamespace(training=True)
+    _, soft = dm.on_after_batch_transfer([images, labels], 0)
+    assert soft.shape == (4, 7) and torch.allclose(soft.sum(dim=1), torch.ones(4))
+
+
 def test_unlabelled_rows_only_allowed_for_predict(tmp_path):
     (tmp_path / "course").mkdir()
     feature = " ".join(["7"] * 2304)

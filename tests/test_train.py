@@ -98,6 +98,14 @@ def test_seed_zero_is_deterministic(train_config, tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_mixup_and_cutmix_train_and_report_accuracy_on_the_dominant_class(train_config, tmp_path):
+    run_dir = tmp_path / "mixed"
+    run(train_config(*FAST, "debug=fast", "aug.mixup=0.4", "aug.cutmix=1.0", run_dir=run_dir))
+    (row,) = history(run_dir)
+    assert 0 <= float(row["train/acc"]) <= 1 and 0 < float(row["train/loss"]) < 10
+    assert 0 <= float(row["val/acc"]) <= 1
+
+
 def test_resume_from_last_continues_at_the_next_epoch(train_config, tmp_path):
     run_dir = tmp_path / "resumed"
     run(train_config(*FAST, "debug=fast", "trainer.max_epochs=1", run_dir=run_dir))

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from fer.data.transforms import BatchAugment, random_erase, random_photometric
+from fer.data.transforms import BatchAugment, label_mixing, random_erase, random_photometric
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -102,3 +103,25 @@ def test_random_erase_probability_is_per_image():
     x = batch(400)
     hit = (random_erase(x, p=0.5, generator=torch.Generator().manual_seed(1)) != x).flatten(1).any(dim=1)
     assert 0.4 < hit.float().mean().item() < 0.6
+
+
+@pytest.mark.parametrize("alphas", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
+def test_label_mixing_mixes_labels_in_the_proportions_of_the_pixels(alphas):
+    # Face i is constant at 30 * i with label i: a mixed face's mean pixel is its soft label's mean value.
+    torch.manual_seed(0)
+    values = 30.0 * torch.arange(7)
+    images = values.reshape(7, 1, 1, 1).expand(7, 1, 48, 48).clone()
+    mix = label_mixing(**alphas)
+    mixed_any = False
+    for _ in range(8):
+        out, soft = mix(images, torch.arange(7))
+        assert soft.shape == (7, 7) and torch.allclose(soft.sum(dim=1), torch.ones(7))
+        assert torch.allclose(out.mean(dim=(1, 2, 3)), soft @ values, atol=1e-3)
+        # Each face mixes with one other face at most.
+        assert ((soft > 0).sum(dim=1) <= 2).all()
+        mixed_any |= bool((soft.max(dim=1).values < 1).any())
+    assert mixed_any
+
+
+def test_label_mixing_is_off_without_alphas():
+    assert label_mixing() is None

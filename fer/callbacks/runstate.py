@@ -69,7 +69,8 @@ class RunState(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.last_ckpt is not None and trainer.ckpt_path is None:
-            trainer.save_checkpoint(self.last_ckpt)
+            # The full state (optimizer, loops, callbacks), so the run resumes from it.
+            trainer.save_checkpoint(self.last_ckpt, weights_only=False)
         self._at_fit_start = None
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from fer.data import read_dataset
 from fer.data.errors import DataError
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, NUM_CLASSES
-from fer.data.transforms import BatchAugment
+from fer.data.transforms import BatchAugment, label_mixing
 from fer.models.normalization import NORMALIZATIONS
 
 STAGES = ("train", "val", "test", "predict")
@@ -95,7 +95,10 @@ class FERDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_dir, self.on_bad_row, self.split_seed = cache_dir, on_bad_row, split_seed
         self.on_device = on_device
-        self.augment = BatchAugment(**(aug or {}))
+        aug = dict(aug or {})
+        # MixUp/CutMix change the labels too, so they run apart from the image-only BatchAugment.
+        self.mix = label_mixing(mixup=aug.pop("mixup", 0.0), cutmix=aug.pop("cutmix", 0.0))
+        self.augment = BatchAugment(**aug)
         self.faces: dict[str, FaceSet] = {}
         self._prepared: FaceSet | None = None  # the read of prepare_data, handed to setup
 
@@ -212,4 +215,6 @@ class FERDataModule(pl.LightningDataModule):
         images = images.float()
         if self.trainer is not None and self.trainer.training:
             images = self.augment(images)
+            if self.mix is not None:
+                images, labels = self.mix(images, labels)
         return [images, labels]

@@ -8,6 +8,9 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.transforms import v2
+
+from fer.data.labels import NUM_CLASSES
 
 
 def random_affine(
@@ -169,3 +172,22 @@ class BatchAugment(nn.Module):
             f"zoom={self.zoom}, crop={self.crop}, brightness={self.brightness}, contrast={self.contrast}, "
             f"erase={self.erase}"
         )
+
+
+def label_mixing(
+    mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = NUM_CLASSES
+) -> v2.Transform | None:
+    """torchvision's batch MixUp and/or CutMix with mixing weights drawn from Beta(alpha, alpha), one of
+    the two per batch (chosen evenly) when both alphas are set; None when both are 0.
+
+    Called as `mix(images, labels)`, it returns the mixed images and soft labels: (B, num_classes)
+    probabilities that `nn.CrossEntropyLoss` takes as targets. Its draws come from torch's CPU generator.
+    """
+    mixers: list[v2.Transform] = []
+    if mixup:
+        mixers.append(v2.MixUp(alpha=float(mixup), num_classes=num_classes))
+    if cutmix:
+        mixers.append(v2.CutMix(alpha=float(cutmix), num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)

@@ -31,7 +31,7 @@ from fer.files import write_json, write_text
 from fer.models import count_parameters
 from fer.module import FERModule
 from fer.plots import plot_confusion
-from fer.runtime import apply_runtime
+from fer.runtime import apply_runtime, warn_slow_bf16
 from fer.schema import validate
 from fer.tta import num_views
 
@@ -212,6 +212,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    warn_slow_bf16(trainer)
 
     try:
         # fer's checkpoints hold plain data only: loading them never needs to run pickled code.

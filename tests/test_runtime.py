@@ -4,11 +4,14 @@ GPU-resident loader (data.on_device) serves the batches of the plain one."""
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fer import runtime
 from fer.config import compose_option
 from fer.data.datamodule import BatchTensors, FERDataModule, _whole_batch
 from fer.data.errors import DataError
@@ -63,3 +66,17 @@ def test_on_device_needs_the_loader_in_process():
     datamodule = FERDataModule("synthetic://50?seed=0", cache_dir=False, on_device=True)
     datamodule.setup()
     assert type(datamodule.tensors("train")) is TensorDataset
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "warned"),
+    [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],
+)
+def test_bf16_on_a_cpu_without_native_bf16_warns_how_to_fix_it(
+    monkeypatch, caplog, precision, native, warned
+):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    trainer = pl.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
+    with caplog.at_level(logging.WARNING, logger="fer.runtime"):
+        runtime.warn_slow_bf16(trainer)
+    assert ("set trainer.precision=32-true" in caplog.text) is warned

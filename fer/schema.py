@@ -153,6 +153,7 @@ RULES: dict[str, Any] = {
     "data.on_bad_row": Choice(ON_BAD_ROW),
     "data.split_seed": Number(0, integer=True),
     "aug.hflip": Number(0, 1),
+    "aug.alternate_flip": Flag(),
     "aug.rotation": Number(0, 180),
     "aug.pad_crop": Number(0, 24, integer=True),  # half the 48-pixel face
     "aug.brightness": Number(0, 1),

@@ -111,6 +111,33 @@ def test_augmentation_only_on_train_batches(csv_path, tmp_path):
     assert not torch.equal(out, images.float())
 
 
+def test_alternate_flip_mirrors_the_same_faces_in_alternate_epochs(csv_path, tmp_path):
+    # A face that is not its own mirror image, so a flip shows.
+    torch.manual_seed(0)
+    dm = make(csv_path, tmp_path, batch_size=70, aug={"alternate_flip": True})
+    assert 20 < int(dm.flipped_first.sum()) < 50
+    face = torch.arange(48, dtype=torch.uint8).repeat(48, 1)
+    dm.faces["train"].images[:] = face.numpy()
+    images, labels, indices = next(iter(dm.train_dataloader()))
+    outputs = []
+    for epoch in range(3):
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch)
+        out, out_labels = dm.on_after_batch_transfer([images, labels, indices], 0)
+        assert torch.equal(out_labels, labels)
+        outputs.append(out[:, 0, 0, 0] == 47)  # mirrored: the first column holds the last value
+    assert torch.equal(outputs[0], dm.flipped_first[indices])
+    assert torch.equal(outputs[1], ~outputs[0]) and torch.equal(outputs[2], outputs[0])
+    # Validation batches carry no indices and are never flipped.
+    val_images, val_labels = next(iter(dm.val_dataloader()))
+    dm.trainer = SimpleNamespace(training=False, current_epoch=1)
+    assert torch.equal(dm.on_after_batch_transfer([val_images, val_labels], 0)[0], val_images.float())
+
+
+def test_alternate_flip_with_a_random_flip_is_an_error(csv_path, tmp_path):
+    with pytest.raises(DataError, match="aug.alternate_flip=true and aug.hflip=0.5"):
+        make(csv_path, tmp_path, aug={"alternate_flip": True, "hflip": 0.5})
+
+
 def test_mixup_gives_soft_labels_on_train_batches_only(csv_path, tmp_path):
     dm = make(csv_path, tmp_path, aug={"hflip": 0.5, "mixup": 0.4})
     images = torch.zeros(4, 1, 48, 48, dtype=torch.uint8)

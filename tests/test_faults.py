@@ -243,6 +243,7 @@ def test_metrics_json_is_strict(tmp_path):
         ("data.batch_size=-1", "data.batch_size: expected an integer >= 1, got -1"),
         ("data.batch_size=2.5", "data.batch_size: expected an integer >= 1, got 2.5"),
         ("aug.hflip=1.5", "aug.hflip: expected a number in [0, 1], got 1.5"),
+        ("aug.alternate_flip=2", "aug.alternate_flip: expected true or false, got 2"),
         ("aug.pad_crop=30", "aug.pad_crop: expected an integer in [0, 24], got 30"),
         ("loss.label_smoothing=1", "loss.label_smoothing: expected a number in [0, 1), got 1"),
         ("loss.class_weights=maybe", "loss.class_weights: expected true or false, got 'maybe'"),

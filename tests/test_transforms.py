@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fer.data.transforms import BatchAugment, label_mixing, random_erase, random_photometric
+from fer.data.transforms import BatchAugment, alternating_flip, label_mixing, random_erase, random_photometric
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -21,6 +21,15 @@ def test_no_augmentation_is_identity():
 def test_flip_always_mirrors_exactly():
     x = batch()
     assert torch.allclose(BatchAugment(hflip=1.0)(x), x.flip(-1), atol=1e-2)
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    x = batch(4)
+    first = torch.tensor([True, False, True, False])
+    even, odd = alternating_flip(x, first, 0), alternating_flip(x, first, 1)
+    assert torch.equal(even[first], x[first].flip(-1)) and torch.equal(even[~first], x[~first])
+    assert torch.equal(odd[first], x[first]) and torch.equal(odd[~first], x[~first].flip(-1))
+    assert torch.equal(alternating_flip(x, first, 2), even)
 
 
 def test_pad_crop_is_an_integer_shift_with_zero_fill():

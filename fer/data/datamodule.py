@@ -14,7 +14,7 @@ from fer.data import read_dataset
 from fer.data.errors import DataError
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, NUM_CLASSES
-from fer.data.transforms import BatchAugment, label_mixing
+from fer.data.transforms import BatchAugment, alternating_flip, label_mixing
 from fer.models.normalization import NORMALIZATIONS
 
 STAGES = ("train", "val", "test", "predict")
@@ -98,6 +98,13 @@ class FERDataModule(pl.LightningDataModule):
         aug = dict(aug or {})
         # MixUp/CutMix change the labels too, so they run apart from the image-only BatchAugment.
         self.mix = label_mixing(mixup=aug.pop("mixup", 0.0), cutmix=aug.pop("cutmix", 0.0))
+        # The alternating flip needs each image's identity, so train batches then carry their indices.
+        self.alternate_flip = bool(aug.pop("alternate_flip", False))
+        if self.alternate_flip and aug.get("hflip"):
+            raise DataError(
+                f"aug.alternate_flip=true and aug.hflip={aug['hflip']} both flip the faces; set aug.hflip=0"
+            )
+        self.flipped_first: torch.Tensor | None = None  # per train image, drawn in setup
         self.augment = BatchAugment(**aug)
         self.faces: dict[str, FaceSet] = {}
         self._prepared: FaceSet | None = None  # the read of prepare_data, handed to setup
@@ -133,6 +140,9 @@ class FERDataModule(pl.LightningDataModule):
                     f"only data.splits.predict may be unlabelled"
                 )
         self.faces = selected
+        if self.alternate_flip and "train" in selected:
+            # From torch's seeded generator, so a seed gives the same flips.
+            self.flipped_first = torch.rand(len(selected["train"])) < 0.5
 
     def _select(self, faces: FaceSet, stage: str, split: str) -> FaceSet:
         rows = faces.split == split
@@ -179,11 +189,13 @@ class FERDataModule(pl.LightningDataModule):
     def tensors(self, stage: str) -> TensorDataset:
         faces = self.faces[stage]
         images = torch.from_numpy(faces.images).unsqueeze(1)
-        labels = torch.from_numpy(faces.labels)
+        tensors = [images, torch.from_numpy(faces.labels)]
+        if stage == "train" and self.flipped_first is not None:
+            tensors.append(torch.arange(len(faces)))
         device = self.trainer.strategy.root_device if self.on_device and self.trainer is not None else None
         if device is None or device.type == "cpu":
-            return TensorDataset(images, labels)
-        return BatchTensors(images.to(device), labels.to(device))
+            return TensorDataset(*tensors)
+        return BatchTensors(*(t.to(device) for t in tensors))
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         if stage not in self.faces:
@@ -211,9 +223,12 @@ class FERDataModule(pl.LightningDataModule):
         return self._loader("predict")
 
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
-        images, labels = batch
-        images = images.float()
+        images, labels = batch[0].float(), batch[1]
         if self.trainer is not None and self.trainer.training:
+            if self.flipped_first is not None:
+                images = alternating_flip(
+                    images, self.flipped_first[batch[2].cpu()], self.trainer.current_epoch
+                )
             images = self.augment(images)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)

@@ -109,6 +109,15 @@ def random_erase(
     return torch.where(mask, images.mean(dim=(1, 2, 3), keepdim=True), images)
 
 
+def alternating_flip(images: torch.Tensor, flipped_first: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The (B,C,H,W) batch with image i mirrored when `flipped_first[i]` differs from the epoch's parity:
+    each face is flipped in every other epoch, starting with a random half in epoch 0 (airbench's
+    alternating flip). Any two epochs in a row show both sides of every face, where a coin per image
+    can show one side for several epochs running."""
+    flip = flipped_first.to(images.device) ^ bool(epoch % 2)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
 class BatchAugment(nn.Module):
     """Random per-image flip, rotation, zoom, pad-and-crop shift, a smaller crop, contrast/brightness jitter
     and erasing, in that order. Every random draw comes from torch's CPU generator (`torch.manual_seed`,

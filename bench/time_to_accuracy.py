@@ -39,12 +39,18 @@ DEFAULT = [
 
 
 class ValidationClock(pl.Callback):
-    """Appends (epoch, seconds since `start`, val/acc) to `path` after every validation of the fit."""
+    """Writes the CSV header to `path` when the fit starts, then appends (epoch, seconds since `start`,
+    val/acc) after every validation of the fit."""
 
     def __init__(self, path: str, start: float) -> None:
         self.path, self.start = Path(path), start
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not before the run: train.py refuses a folder that already holds files.
+        self.path.write_text(",".join(COLUMNS) + "\n")
+
+    # Not on_validation_epoch_end: Lightning calls callbacks' before the module's, which logs val/acc.
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
             return
         row = [trainer.current_epoch, round(time.time() - self.start, 3)]
@@ -54,9 +60,8 @@ class ValidationClock(pl.Callback):
 
 
 def train_and_clock(overrides: list[str], out: Path) -> list[dict[str, str]]:
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # as Hydra makes a run's folder before train.py starts
     table = out / "time_to_accuracy.csv"
-    table.write_text(",".join(COLUMNS) + "\n")
     start = time.time()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -109,7 +114,12 @@ def plot(rows: list[dict[str, str]], title: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="read this run dir instead of training")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/time_to_accuracy")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / f"bench/results/time_to_accuracy/{time.strftime('%Y-%m-%d_%H-%M-%S')}",
+        help="a new folder (default: one per run under bench/results/time_to_accuracy/)",
+    )
     parser.add_argument("overrides", nargs="*", help=f"train.py overrides (default: {' '.join(DEFAULT)})")
     args = parser.parse_args()
     if args.run:

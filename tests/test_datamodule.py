@@ -118,16 +118,17 @@ def test_alternate_flip_mirrors_the_same_faces_in_alternate_epochs(csv_path, tmp
     assert 20 < int(dm.flipped_first.sum()) < 50
     face = torch.arange(48, dtype=torch.uint8).repeat(48, 1)
     dm.faces["train"].images[:] = face.numpy()
-    images, labels, indices = next(iter(dm.train_dataloader()))
+    images, labels, flipped_first = next(iter(dm.train_dataloader()))
+    assert int(flipped_first.sum()) == int(dm.flipped_first.sum())  # every face's flag, shuffled with it
     outputs = []
     for epoch in range(3):
         dm.trainer = SimpleNamespace(training=True, current_epoch=epoch)
-        out, out_labels = dm.on_after_batch_transfer([images, labels, indices], 0)
+        out, out_labels = dm.on_after_batch_transfer([images, labels, flipped_first], 0)
         assert torch.equal(out_labels, labels)
         outputs.append(out[:, 0, 0, 0] == 47)  # mirrored: the first column holds the last value
-    assert torch.equal(outputs[0], dm.flipped_first[indices])
+    assert torch.equal(outputs[0], flipped_first)
     assert torch.equal(outputs[1], ~outputs[0]) and torch.equal(outputs[2], outputs[0])
-    # Validation batches carry no indices and are never flipped.
+    # Validation batches carry no flags and are never flipped.
     val_images, val_labels = next(iter(dm.val_dataloader()))
     dm.trainer = SimpleNamespace(training=False, current_epoch=1)
     assert torch.equal(dm.on_after_batch_transfer([val_images, val_labels], 0)[0], val_images.float())

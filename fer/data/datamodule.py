@@ -98,7 +98,7 @@ class FERDataModule(pl.LightningDataModule):
         aug = dict(aug or {})
         # MixUp/CutMix change the labels too, so they run apart from the image-only BatchAugment.
         self.mix = label_mixing(mixup=aug.pop("mixup", 0.0), cutmix=aug.pop("cutmix", 0.0))
-        # The alternating flip needs each image's identity, so train batches then carry their indices.
+        # The alternating flip depends on each image, so train batches then carry its flag per image.
         self.alternate_flip = bool(aug.pop("alternate_flip", False))
         if self.alternate_flip and aug.get("hflip"):
             raise DataError(
@@ -191,7 +191,7 @@ class FERDataModule(pl.LightningDataModule):
         images = torch.from_numpy(faces.images).unsqueeze(1)
         tensors = [images, torch.from_numpy(faces.labels)]
         if stage == "train" and self.flipped_first is not None:
-            tensors.append(torch.arange(len(faces)))
+            tensors.append(self.flipped_first)
         device = self.trainer.strategy.root_device if self.on_device and self.trainer is not None else None
         if device is None or device.type == "cpu":
             return TensorDataset(*tensors)
@@ -226,9 +226,7 @@ class FERDataModule(pl.LightningDataModule):
         images, labels = batch[0].float(), batch[1]
         if self.trainer is not None and self.trainer.training:
             if self.flipped_first is not None:
-                images = alternating_flip(
-                    images, self.flipped_first[batch[2].cpu()], self.trainer.current_epoch
-                )
+                images = alternating_flip(images, batch[2], self.trainer.current_epoch)
             images = self.augment(images)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)

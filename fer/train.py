@@ -29,6 +29,7 @@ from fer.data.readers import RowsSkipped
 from fer.figure_logging import log_images
 from fer.files import write_json, write_text
 from fer.models import count_parameters
+from fer.models.whitening import fit_whitening
 from fer.module import FERModule
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime, warn_slow_bf16
@@ -90,9 +91,13 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> No
         )
 
 
+WHITENING_FACES = 2000
+
+
 def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
-    """The module from plain config plus what the data decides (train-split statistics, class weights)."""
-    return FERModule(
+    """The module from plain config plus what the data decides (train-split statistics, class weights,
+    the filters of a patch-whitening first layer)."""
+    module = FERModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         sched=OmegaConf.to_container(cfg.sched, resolve=True),
@@ -102,6 +107,10 @@ def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
         class_names=datamodule.class_names,
         input_size=cfg.aug.get("crop") or None,
     )
+    # 2000 faces give ~4M patches, plenty for a 9x9 covariance; a resumed run then loads the same filters.
+    faces = torch.from_numpy(datamodule.faces["train"].images[:WHITENING_FACES]).unsqueeze(1).float()
+    fit_whitening(module.net, module.normalizer(faces))
+    return module
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:

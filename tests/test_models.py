@@ -14,6 +14,7 @@ from fer.models import MODEL_NAMES, build_model, count_parameters
 from fer.models.normalization import Normalization
 from fer.models.resnet import ResNet18, imagenet_weights_path
 from fer.models.vgg import VGG
+from fer.models.whitening import PatchWhitening, fit_whitening
 
 CONFIG_NAMES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -184,6 +185,10 @@ def test_invalid_options_are_rejected() -> None:
         VGG(pool="sum")
     with pytest.raises(ValueError, match="layers"):
         VGG(layers=[32, "M", 0])
+    with pytest.raises(ValueError, match="pool_size"):
+        VGG(pool_size=0)
+    with pytest.raises(ValueError, match="leading 'W'"):
+        VGG(layers=[32, "W", 64])
 
 
 def test_vgg_trunk_and_head_from_config() -> None:
@@ -215,3 +220,59 @@ def test_normalization_rejects_unknown_mode_and_bad_std():
         Normalization("zscore")
     with pytest.raises(ValueError, match="positive pixel std"):
         Normalization("standardize", mean=0.0, std=0.0)
+
+
+def smooth_faces(n: int) -> torch.Tensor:
+    """Noise blurred by a 5x5 box: neighbouring pixels correlate (~0.8 one pixel apart), as in faces."""
+    torch.manual_seed(0)
+    return nn.functional.avg_pool2d(torch.randn(n, 1, 52, 52), 5, stride=1) * 3 + 1
+
+
+def patch_covariance(features: torch.Tensor) -> torch.Tensor:
+    flat = features.transpose(0, 1).flatten(1)
+    return flat @ flat.T / flat.shape[1]
+
+
+def test_patch_whitening_decorrelates_the_patches_it_was_fitted_on() -> None:
+    faces = smooth_faces(200)
+    layer = PatchWhitening(1, kernel_size=3, eps=0.0)
+    assert layer.out_channels == 18 and not layer.fitted
+    # Before fitting, each filter reads one pixel, in both signs: the outputs keep the input's correlation.
+    before = patch_covariance(nn.functional.conv2d(faces, layer.weight[:9]))
+    assert before[0, 1] > 0.5 * before[0, 0]
+    assert fit_whitening(nn.Sequential(layer, nn.ReLU()), faces) == 1 and layer.fitted
+    after = patch_covariance(nn.functional.conv2d(faces, layer.weight[:9]))
+    assert torch.allclose(after, torch.eye(9), atol=1e-3)
+    assert torch.equal(layer.weight[9:], -layer.weight[:9])
+    # The filters are frozen (a buffer), the bias is trained; a fitted layer is not fitted again.
+    assert [name for name, _ in layer.named_parameters()] == ["bias"]
+    assert fit_whitening(layer, faces * 2) == 0
+
+
+def test_vgg_with_a_whitening_stem() -> None:
+    model = VGG(layers=["W", 16, "M", 32, "M"], head=[32], pool="max")
+    whitening, activation, conv = model.features[:3]
+    assert isinstance(whitening, PatchWhitening) and isinstance(activation, nn.ReLU)
+    assert conv.in_channels == 18
+    assert model(faces()).shape == (2, 7)
+    # The state dict carries the fitted filters: a fresh model loading it computes the same logits.
+    fit_whitening(model, smooth_faces(20)[:, :, :48, :48])
+    again = VGG(layers=["W", 16, "M", 32, "M"], head=[32], pool="max")
+    again.load_state_dict(model.state_dict())
+    assert again.features[0].fitted
+    images = faces()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(images), again.eval()(images))
+
+
+def test_vgg_pool_grid_keeps_where_a_feature_fired() -> None:
+    model = VGG(layers=[8, "M", 16, "M", 16, "M", 16, "M"], head=[], pool="max", pool_size=3).eval()
+    assert model.classifier[0].in_features == 16 * 9
+    images = faces()
+    with torch.no_grad():
+        maps = model.features(images)
+        # A 48x48 face's last maps are 3x3: the grid keeps every cell, in place (a flatten head).
+        assert maps.shape[-2:] == (3, 3) and torch.equal(model.avgpool(maps), maps)
+        # Smaller crops still reach the head as a 3x3 grid.
+        assert model.avgpool(model.features(images[..., :40, :40])).shape == maps.shape
+        assert model(images[..., :40, :40]).shape == (2, 7)

@@ -89,6 +89,18 @@ def test_normalization_statistics_travel_as_buffers_and_older_checkpoints_load(t
         assert torch.equal(models[0](images), models[1](images))
 
 
+def test_a_whitening_stem_is_fitted_on_the_train_split_and_saved(train_config, tmp_path):
+    cfg = train_config(*FAST, "debug=fast", "model=vgg8", "model.layers=[W,8,M,16,M]", "model.head=[16]")
+    run(cfg)
+    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert state["net.features.0.fitted"]
+    # Fitted filters, not the one-pixel ones the layer starts from: the positive half is not the identity.
+    filters = state["net.features.0.weight"][:9].flatten(1)
+    assert not torch.allclose(filters.abs(), torch.eye(9), atol=0.1)
+    model = FERModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu")
+    assert torch.equal(model.net.features[0].weight, state["net.features.0.weight"])
+
+
 def test_seed_zero_is_deterministic(train_config, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fer.data.labels import NUM_CLASSES
+from fer.models.whitening import PatchWhitening
 
 # torchvision's 'D' (VGG16) and 'E' (VGG19) layouts without their fifth max-pool: at 48x48 the
 # trunk's last maps are 3x3, which a 2x2 pool would floor to 1x1 from the top-left corner only,
@@ -23,12 +24,17 @@ def make_layers(
     cfg: Sequence[int | str], batch_norm: bool, activation: str, dropout: float = 0.0
 ) -> nn.Sequential:
     """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, the activation, a Dropout after
-    it when `dropout` > 0, and 2x2 max-pools at "M"."""
+    it when `dropout` > 0, 2x2 max-pools at "M", and a frozen 3x3 patch-whitening conv and the
+    activation at "W" (first only: it is fitted on the net's input)."""
     layers: list[nn.Module] = []
     in_channels = 1
     for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2))
+        elif v == "W":
+            whitening = PatchWhitening(in_channels, kernel_size=3)
+            layers += [whitening, activations[activation]()]
+            in_channels = whitening.out_channels
         else:
             layers.append(nn.Conv2d(in_channels, v, kernel_size=3, padding=1))
             if batch_norm:
@@ -53,6 +59,7 @@ class VGG(nn.Module):
         layers: Sequence[int | str] | None = None,
         head: Sequence[int] = (512, 512),
         pool: str = "avg",
+        pool_size: int = 1,
     ) -> None:
         super().__init__()
         if layers is None and depth not in cfgs:
@@ -61,20 +68,25 @@ class VGG(nn.Module):
             raise ValueError(f"VGG activation must be one of {sorted(activations)}, got {activation!r}")
         if pool not in pools:
             raise ValueError(f"VGG pool must be one of {sorted(pools)}, got {pool!r}")
+        if not (isinstance(pool_size, int) and pool_size >= 1):
+            raise ValueError(f"VGG pool_size must be a positive integer, got {pool_size!r}")
         trunk = list(cfgs[depth] if layers is None else layers)
-        widths = [v for v in trunk if v != "M"]
-        if not widths or any(not isinstance(v, int) or v < 1 for v in widths):
-            raise ValueError(f"VGG layers must be positive channel counts and 'M', got {trunk}")
+        widths = [v for v in trunk if v not in ("M", "W")]
+        if not widths or any(not isinstance(v, int) or v < 1 for v in widths) or "W" in trunk[1:]:
+            raise ValueError(
+                f"VGG layers must be positive channel counts, 'M' and a leading 'W', got {trunk}"
+            )
         act = activations[activation]
         # Plain dropout would break SELU's self-normalization; alpha dropout keeps mean and variance.
         drop = nn.AlphaDropout if activation == "selu" else nn.Dropout
         self.features = make_layers(trunk, batch_norm, activation)
-        # A global pool makes the head independent of the input size (crops smaller than 48 work too).
-        self.avgpool = pools[pool]((1, 1))
+        # An adaptive pool makes the head independent of the input size (crops smaller than 48 work too).
+        # pool_size 1 pools each map to one value; a larger grid keeps where on the face a feature fired.
+        self.avgpool = pools[pool]((pool_size, pool_size))
         # torchvision's 4096-wide head is sized for 7x7x512 maps of 224x224 images; on the single
         # 512-vector of a 48x48 face it would be 19M parameters (the default head: 0.5M) to overfit 28k images.
         fc: list[nn.Module] = []
-        in_features = widths[-1]
+        in_features = widths[-1] * pool_size**2
         for width in head:
             fc += [nn.Linear(in_features, width), act(), drop(dropout)]
             in_features = width

@@ -108,8 +108,8 @@ def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
         input_size=cfg.aug.get("crop") or None,
     )
     # 2000 faces give ~4M patches, plenty for a 9x9 covariance; a resumed run then loads the same filters.
-    faces = torch.from_numpy(datamodule.faces["train"].images[:WHITENING_FACES]).unsqueeze(1).float()
-    fit_whitening(module.net, module.normalizer(faces))
+    faces = torch.from_numpy(datamodule.faces["train"].images[:WHITENING_FACES]).unsqueeze(1)  # a view
+    fit_whitening(module.net, faces, module.normalizer)
     return module
 
 

@@ -247,6 +247,10 @@ def test_patch_whitening_decorrelates_the_patches_it_was_fitted_on() -> None:
     # The filters are frozen (a buffer), the bias is trained; a fitted layer is not fitted again.
     assert [name for name, _ in layer.named_parameters()] == ["bias"]
     assert fit_whitening(layer, faces * 2) == 0
+    # Images are passed through `normalize` first, as the net's input is.
+    scaled = PatchWhitening(1, kernel_size=3, eps=0.0)
+    fit_whitening(scaled, faces / 2, normalize=lambda x: x * 2)
+    assert torch.allclose(scaled.weight, layer.weight, atol=1e-5)
 
 
 def test_vgg_with_a_whitening_stem() -> None:
@@ -256,7 +260,7 @@ def test_vgg_with_a_whitening_stem() -> None:
     assert conv.in_channels == 18
     assert model(faces()).shape == (2, 7)
     # The state dict carries the fitted filters: a fresh model loading it computes the same logits.
-    fit_whitening(model, smooth_faces(20)[:, :, :48, :48])
+    fit_whitening(model, smooth_faces(20))
     again = VGG(layers=["W", 16, "M", 32, "M"], head=[32], pool="max")
     again.load_state_dict(model.state_dict())
     assert again.features[0].fitted

@@ -8,6 +8,8 @@ faster; torchvision and Lightning have no such layer, hence this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -62,12 +64,22 @@ class PatchWhitening(nn.Module):
         return f"kernel_size={self.kernel_size}, out_channels={self.out_channels}, fitted={bool(self.fitted)}"
 
 
-def fit_whitening(net: nn.Module, images: torch.Tensor) -> int:
+def fit_whitening(
+    net: nn.Module,
+    images: torch.Tensor,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
     """Fit every not-yet-fitted `PatchWhitening` of `net` on `images`; return how many were fitted.
 
-    A whitening layer must come first in its net: it is fitted on the net's input.
+    `images` are converted to float and passed through `normalize` (the net's input scaling) only when
+    there is a layer to fit, so a net without one costs nothing. A whitening layer must come first in
+    its net: it is fitted on the net's input.
     """
     layers = [m for m in net.modules() if isinstance(m, PatchWhitening) and not m.fitted]
+    if layers:
+        images = images.float()
+        if normalize is not None:
+            images = normalize(images)
     for layer in layers:
         layer.fit(images)
     return len(layers)

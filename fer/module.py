@@ -32,16 +32,16 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def check_input_size(net: nn.Module, size: int, target: str) -> None:
-    """Raise a ConfigError naming aug.crop when `net` cannot classify `size` x `size` faces."""
+def check_input_size(net: nn.Module, size: int, target: str, key: str = "aug.crop") -> None:
+    """Raise a ConfigError naming the config `key` when `net` cannot classify `size` x `size` faces."""
     was_training = net.training
     try:
         with torch.no_grad():
             net.eval()(torch.zeros(1, 1, size, size))
     except RuntimeError as error:
         raise ConfigError(
-            f"aug.crop={size}: the model {target} cannot take {size}x{size} faces (its head is sized for "
-            f"48x48: {str(error).splitlines()[0]}). Train it with aug.crop=0, or pick a model with a "
+            f"{key}={size}: the model {target} cannot take {size}x{size} faces (its head is sized for "
+            f"48x48: {str(error).splitlines()[0]}). Train it with {key}=0, or pick a model with a "
             "global pool (vgg8, vggnet, vgg16, vgg19, resnet18)."
         ) from None
     finally:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytorch_lightning as pl
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -85,3 +87,25 @@ class BudgetedLR(LRScheduler):
         state = super().state_dict()
         state.pop("_tick", None)  # a wall-clock reading means nothing in another process
         return state
+
+
+def budget_schedule(trainer: pl.Trainer) -> BudgetedLR | None:
+    """The trainer's `BudgetedLR`, if it steps one."""
+    return next(
+        (c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, BudgetedLR)), None
+    )
+
+
+def fit_progress(trainer: pl.Trainer) -> float:
+    """The fraction of the fit spent, in [0, 1]: a `BudgetedLR`'s progress (steps or seconds), else the
+    optimizer steps taken over those the trainer expects (max_epochs or max_steps)."""
+    schedule = budget_schedule(trainer)
+    if schedule is not None:
+        return schedule.progress
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        raise ValueError(
+            "the fit has no known length to measure progress by: set trainer.max_epochs or "
+            "trainer.max_steps, or use sched=budget"
+        )
+    return min(trainer.global_step / max(total, 1), 1.0)

@@ -161,6 +161,8 @@ RULES: dict[str, Any] = {
     "aug.zoom": Number(0, 1, open_high=True),
     "aug.erase": Number(0, 1),
     "aug.crop": Number(0, 48, integer=True),  # 0: the whole face
+    "aug.progressive_start": Number(0, 48, integer=True),  # 0: off
+    "aug.progressive_until": Number(0, 1),
     "aug.mixup": Number(0),  # a Beta alpha; 0: off
     "aug.cutmix": Number(0),
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),

@@ -30,7 +30,7 @@ from fer.figure_logging import log_images
 from fer.files import write_json, write_text
 from fer.models import count_parameters
 from fer.models.whitening import fit_whitening
-from fer.module import FERModule
+from fer.module import FERModule, check_input_size
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime, warn_slow_bf16
 from fer.schema import validate
@@ -107,6 +107,9 @@ def build_module(cfg: DictConfig, datamodule: FERDataModule) -> FERModule:
         class_names=datamodule.class_names,
         input_size=cfg.aug.get("crop") or None,
     )
+    if cfg.aug.get("progressive_start"):
+        target = cfg.model.get("_target_", "")
+        check_input_size(module.net, cfg.aug.progressive_start, target, key="aug.progressive_start")
     # 2000 faces give ~4M patches, plenty for a 9x9 covariance; a resumed run then loads the same filters.
     faces = torch.from_numpy(datamodule.faces["train"].images[:WHITENING_FACES]).unsqueeze(1)  # a view
     fit_whitening(module.net, faces, module.normalizer)

@@ -8,6 +8,7 @@ import torch
 from fer.data import datamodule, read_dataset
 from fer.data.datamodule import FERDataModule, stratified_holdout
 from fer.data.errors import DataError
+from fer.schedules import BudgetedLR
 
 
 def write_fer2013(path, rows):
@@ -109,6 +110,26 @@ def test_augmentation_only_on_train_batches(csv_path, tmp_path):
     dm.trainer = SimpleNamespace(training=True)
     out, _ = dm.on_after_batch_transfer([images, labels], 0)
     assert not torch.equal(out, images.float())
+
+
+def test_progressive_resizing_shrinks_train_batches_by_the_fits_progress(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, aug={"progressive_start": 32, "progressive_until": 0.5})
+    images = torch.zeros(4, 1, 48, 48, dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.long)
+    schedule = BudgetedLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), total_steps=100)
+    dm.trainer = SimpleNamespace(training=True, lr_scheduler_configs=[SimpleNamespace(scheduler=schedule)])
+    sizes = []
+    for steps in (0, 25, 50, 90):
+        schedule.last_epoch = steps
+        sizes.append(dm.on_after_batch_transfer([images, labels], 0)[0].shape[-1])
+    assert sizes == [32, 40, 48, 48]
+    # Without a budget schedule the progress is the steps taken over the steps the trainer expects.
+    dm.trainer = SimpleNamespace(
+        training=True, lr_scheduler_configs=[], global_step=10, estimated_stepping_batches=40
+    )
+    assert dm.on_after_batch_transfer([images, labels], 0)[0].shape[-1] == 40
+    dm.trainer = SimpleNamespace(training=False)
+    assert dm.on_after_batch_transfer([images, labels], 0)[0].shape[-1] == 48  # val and test: full size
 
 
 def test_alternate_flip_mirrors_the_same_faces_in_alternate_epochs(csv_path, tmp_path):

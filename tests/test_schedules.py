@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Timer
 from fer.callbacks.budget import BudgetProgress
 from fer.data.transforms import random_crop
 from fer.module import FERModule
-from fer.schedules import BudgetedLR
+from fer.schedules import BudgetedLR, fit_progress
 from fer.schema import ConfigError
 from fer.tta import tta_views
 
@@ -52,6 +52,14 @@ def test_bad_budgets_are_refused() -> None:
         _scheduler(total_steps=0)
     with pytest.raises(ValueError, match="seconds"):
         _scheduler(total_steps=5, seconds=-1.0)
+
+
+def test_fit_progress_without_a_budget_schedule_needs_a_known_length() -> None:
+    trainer = SimpleNamespace(lr_scheduler_configs=[], global_step=30, estimated_stepping_batches=120)
+    assert fit_progress(trainer) == 0.25
+    trainer.estimated_stepping_batches = float("inf")
+    with pytest.raises(ValueError, match="trainer.max_epochs"):
+        fit_progress(trainer)
 
 
 def test_random_crop_takes_a_window_of_each_image() -> None:

@@ -12,6 +12,7 @@ import torch
 
 from fer.data import read_dataset
 from fer.module import FERModule
+from fer.schema import ConfigError
 from fer.train import run
 from tests.conftest import FAST, ROOT
 
@@ -99,6 +100,22 @@ def test_a_whitening_stem_is_fitted_on_the_train_split_and_saved(train_config, t
     assert not torch.allclose(filters.abs(), torch.eye(9), atol=0.1)
     model = FERModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu")
     assert torch.equal(model.net.features[0].weight, state["net.features.0.weight"])
+
+
+def test_progressive_resizing_trains_a_pooled_net_and_refuses_a_flatten_head(train_config, tmp_path):
+    run_dir = tmp_path / "grown"
+    overrides = ["debug=fast", "aug.progressive_start=24", "aug.progressive_until=1.0"]
+    run(
+        train_config(
+            *FAST, *overrides, "model=vgg8", "model.layers=[8,M,16,M]", "model.head=[16]", run_dir=run_dir
+        )
+    )
+    (row,) = history(run_dir)
+    assert 0 <= float(row["val/acc"]) <= 1 and 0 < float(row["train/loss"]) < 10
+    with pytest.raises(
+        ConfigError, match="aug.progressive_start=24: the model fer.models.cnn4.CNN4 cannot take"
+    ):
+        run(train_config(*FAST, *overrides, "model=cnn4", run_dir=tmp_path / "flat"))
 
 
 def test_seed_zero_is_deterministic(train_config, tmp_path):

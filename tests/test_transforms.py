@@ -3,7 +3,15 @@ import math
 import pytest
 import torch
 
-from fer.data.transforms import BatchAugment, alternating_flip, label_mixing, random_erase, random_photometric
+from fer.data.transforms import (
+    BatchAugment,
+    alternating_flip,
+    downscale,
+    label_mixing,
+    progressive_size,
+    random_erase,
+    random_photometric,
+)
 
 
 def batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -134,3 +142,22 @@ def test_label_mixing_mixes_labels_in_the_proportions_of_the_pixels(alphas):
 
 def test_label_mixing_is_off_without_alphas():
     assert label_mixing() is None
+
+
+def test_progressive_size_grows_from_start_to_full_in_steps_then_stays():
+    sizes = [progressive_size(p / 20, 48, start=32, until=0.5) for p in range(21)]
+    assert sizes[0] == 32 and sizes[5] == 40 and sizes[9] == 44  # 32 + 16 x 0.45 / 0.5 = 46.4, down to 44
+    assert sizes[10:] == [48] * 11
+    assert sizes == sorted(sizes) and all(s % 4 == 0 for s in sizes)
+    assert progressive_size(0.0, 48, start=48, until=0.5) == 48
+    assert progressive_size(0.0, 48, start=30, until=0.5) == 30  # a start off the 4-pixel grid is kept
+
+
+def test_downscale_averages_pixels_and_leaves_full_size_batches_alone():
+    images = torch.zeros(2, 1, 48, 48)
+    images[:, :, :, ::2] = 255.0  # one-pixel stripes: a sampler that skips pixels would see one colour
+    small = downscale(images, 24)
+    assert small.shape == (2, 1, 24, 24)
+    inner = small[..., 1:-1]  # the edge columns weigh the pixels inside the face only
+    assert torch.allclose(inner, torch.full_like(inner, 127.5), atol=1e-3)
+    assert downscale(images, 48) is images

@@ -9,7 +9,7 @@ import time
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
 
-from fer.schedules import BudgetedLR
+from fer.schedules import budget_schedule
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ class BudgetProgress(pl.Callback):
         done = trainer.current_epoch + 1 - self.first_epoch
         per_epoch = elapsed / max(done, 1)
         epochs_left = max(trainer.max_epochs - trainer.current_epoch - 1, 0) if trainer.max_epochs else None
-        schedule = next(
-            (c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, BudgetedLR)), None
-        )
+        schedule = budget_schedule(trainer)
         schedule_note = ""
         if schedule is not None:
             # The schedule, not max_epochs, ends the fit: what is left is its unspent share.

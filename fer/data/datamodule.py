@@ -14,8 +14,9 @@ from fer.data import read_dataset
 from fer.data.errors import DataError
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, NUM_CLASSES
-from fer.data.transforms import BatchAugment, alternating_flip, label_mixing
+from fer.data.transforms import BatchAugment, alternating_flip, downscale, label_mixing, progressive_size
 from fer.models.normalization import NORMALIZATIONS
+from fer.schedules import fit_progress
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -105,6 +106,10 @@ class FERDataModule(pl.LightningDataModule):
                 f"aug.alternate_flip=true and aug.hflip={aug['hflip']} both flip the faces; set aug.hflip=0"
             )
         self.flipped_first: torch.Tensor | None = None  # per train image, drawn in setup
+        # Progressive resizing: train batches downscaled to progressive_start pixels at the start of the
+        # fit, growing to the full size by the progressive_until fraction of it.
+        self.progressive_start = int(aug.pop("progressive_start", 0))
+        self.progressive_until = float(aug.pop("progressive_until", 0.5))
         self.augment = BatchAugment(**aug)
         self.faces: dict[str, FaceSet] = {}
         self._prepared: FaceSet | None = None  # the read of prepare_data, handed to setup
@@ -230,4 +235,10 @@ class FERDataModule(pl.LightningDataModule):
             images = self.augment(images)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)
+            if self.progressive_start:
+                progress = fit_progress(self.trainer)
+                size = progressive_size(
+                    progress, images.shape[-1], self.progressive_start, self.progressive_until
+                )
+                images = downscale(images, size)
         return [images, labels]

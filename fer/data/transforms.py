@@ -118,6 +118,22 @@ def alternating_flip(images: torch.Tensor, flipped_first: torch.Tensor, epoch: i
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def progressive_size(progress: float, full: int, start: int, until: float, step: int = 4) -> int:
+    """The side of the training faces at `progress` (0..1) of the fit: `start` pixels at 0, growing
+    linearly to `full` at `until` and staying there, rounded down to a multiple of `step` pixels."""
+    if progress >= until or start >= full:
+        return full
+    size = start + (full - start) * progress / until
+    return max(int(size) // step * step, start)
+
+
+def downscale(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A (B,C,H,W) batch resized to `size` x `size`, antialiased so that no pixel is skipped."""
+    if size >= images.shape[-1]:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 class BatchAugment(nn.Module):
     """Random per-image flip, rotation, zoom, pad-and-crop shift, a smaller crop, contrast/brightness jitter
     and erasing, in that order. Every random draw comes from torch's CPU generator (`torch.manual_seed`,

@@ -49,7 +49,15 @@ def test_standardize_statistics_come_from_train_only(csv_path, tmp_path):
     assert dm.normalization_args == {"mode": "standardize", "mean": 10.0, "std": 0.0}
 
 
-def test_val_fraction_is_stratified_and_seeded(csv_path, tmp_path):
+@pytest.fixture
+def distinct_path(tmp_path):
+    """70 Training faces, no two alike, and 14 PublicTest faces."""
+    rows = [(i % 7, i, "Training") for i in range(70)] + [(i % 7, 200, "PublicTest") for i in range(14)]
+    return write_fer2013(tmp_path / "distinct.csv.gz", rows)
+
+
+def test_val_fraction_is_stratified_and_seeded(distinct_path, tmp_path):
+    csv_path = distinct_path
     a = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
     b = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
     assert len(a.faces["val"]) == 14 and len(a.faces["train"]) == 56
@@ -58,6 +66,28 @@ def test_val_fraction_is_stratified_and_seeded(csv_path, tmp_path):
     c = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2, split_seed=1)
     assert not np.array_equal(a.faces["val"].ids, c.faces["val"].ids)
     assert not set(a.faces["val"].ids) & set(a.faces["train"].ids)
+
+
+def test_held_out_faces_that_repeat_a_train_face_train_instead(tmp_path):
+    # Faces 0-9 appear twice (as rows i and i + 35), faces 10-34 once.
+    rows = [(i % 7, i % 35, "Training") for i in range(70)] + [(0, 200, "PublicTest")]
+    path = write_fer2013(tmp_path / "repeats.csv.gz", rows)
+    splits = {"train": "Training", "val": None, "test": "PublicTest"}
+    dm = make(path, tmp_path, splits=splits, val_fraction=0.5)
+    held = stratified_holdout(np.arange(70) % 7, 0.5, seed=0)
+    values = np.arange(70) % 35
+    repeats = held & np.isin(values, values[~held])
+    assert 0 < repeats.sum() < held.sum()
+    assert sorted(dm.faces["val"].images[:, 0, 0]) == sorted(values[held & ~repeats])
+    assert not set(dm.faces["val"].images[:, 0, 0]) & set(dm.faces["train"].images[:, 0, 0])
+    assert len(dm.faces["train"]) == 70 - (held & ~repeats).sum()
+
+
+def test_a_val_split_of_nothing_but_repeats_is_an_error(csv_path, tmp_path):
+    with pytest.raises(
+        DataError, match=r"data.val_fraction=0.2 leaves no validation faces .* each of the 14"
+    ):
+        make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
 
 
 def test_holdout_keeps_rare_classes():
@@ -173,11 +203,11 @@ def test_mixup_gives_soft_labels_on_train_batches_only(csv_path, tmp_path):
 
 def test_unlabelled_rows_only_allowed_for_predict(tmp_path):
     (tmp_path / "course").mkdir()
-    feature = " ".join(["7"] * 2304)
+    face = [" ".join([str(i)] * 2304) for i in range(14)]  # no two alike, or none could validate
     (tmp_path / "course/train.csv").write_text(
-        "label,feature\n" + "".join(f"{i % 7},{feature}\n" for i in range(14))
+        "label,feature\n" + "".join(f"{i % 7},{face[i]}\n" for i in range(14))
     )
-    (tmp_path / "course/test.csv").write_text("id,feature\n" + "".join(f"{i},{feature}\n" for i in range(5)))
+    (tmp_path / "course/test.csv").write_text("id,feature\n" + "".join(f"{i},{face[i]}\n" for i in range(5)))
     dm = make(
         str(tmp_path / "course"),
         tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from fer.data.labels import CLASS_NAMES, NUM_CLASSES
 from fer.data.transforms import BatchAugment, alternating_flip, downscale, label_mixing, progressive_size
 from fer.models.normalization import NORMALIZATIONS
 from fer.schedules import fit_progress
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -45,6 +48,13 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
         rows = rng.permutation(np.flatnonzero(labels == c))
         held[rows[: max(1, round(fraction * len(rows)))]] = True
     return held
+
+
+def copies_of_kept(images: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Mask of the held-out faces whose pixels equal a face that is not held out."""
+    rows = images.reshape(len(images), -1)
+    kept = {row.tobytes() for row in rows[~held]}
+    return held & np.array([row.tobytes() in kept for row in rows], dtype=bool)
 
 
 class FERDataModule(pl.LightningDataModule):
@@ -137,6 +147,18 @@ class FERDataModule(pl.LightningDataModule):
         if "train" in selected and self.val_fraction is not None:
             train = selected["train"]
             held = stratified_holdout(train.labels, self.val_fraction, self.split_seed)
+            # FER2013's Training holds repeated faces (199 of the dev copy's 2872 held-out faces repeat a
+            # face left to train): validating on them would reward memorising, so they train instead.
+            copies = copies_of_kept(train.images, held)
+            held &= ~copies
+            if not held.any():
+                raise DataError(
+                    f"data.val_fraction={self.val_fraction} leaves no validation faces in "
+                    f"data.splits.train={self.splits['train']!r} of {faces.source}: each of the "
+                    f"{int(copies.sum())} it holds out repeats a face left to train"
+                )
+            if copies.any():
+                log.info("validation: %d held-out faces repeat a train face and train instead", copies.sum())
             selected["train"], selected["val"] = train.subset(~held), train.subset(held)
         for name in ("train", "val", "test"):
             if name in selected and (selected[name].labels < 0).any():

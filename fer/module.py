@@ -16,7 +16,7 @@ from torchvision.transforms.v2.functional import center_crop
 from fer.data.labels import CLASS_NAMES
 from fer.models import build_model
 from fer.models.normalization import Normalization
-from fer.schedules import BudgetedLR
+from fer.schedules import budget_schedule
 from fer.schema import ConfigError
 from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
 
@@ -164,8 +164,8 @@ class FERModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # A schedule with a budget in seconds (fer.schedules.BudgetedLR) ends the fit when it is spent;
         # Lightning then validates and checkpoints the last weights before stopping.
-        scheduler = self.lr_schedulers()
-        if not isinstance(scheduler, BudgetedLR):
+        scheduler = budget_schedule(self.trainer)
+        if scheduler is None:
             return
         if scheduler.seconds and self.trainer.world_size > 1:
             scheduler.sync(lambda elapsed: self.trainer.strategy.broadcast(elapsed, src=0))

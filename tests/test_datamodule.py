@@ -57,13 +57,14 @@ def distinct_path(tmp_path):
 
 
 def test_val_fraction_is_stratified_and_seeded(distinct_path, tmp_path):
-    csv_path = distinct_path
-    a = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
-    b = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
+    a = make(distinct_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
+    b = make(distinct_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2)
     assert len(a.faces["val"]) == 14 and len(a.faces["train"]) == 56
     assert np.bincount(a.faces["val"].labels).tolist() == [2] * 7
     assert np.array_equal(a.faces["val"].ids, b.faces["val"].ids)
-    c = make(csv_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2, split_seed=1)
+    c = make(
+        distinct_path, tmp_path, splits={"train": "Training", "val": None}, val_fraction=0.2, split_seed=1
+    )
     assert not np.array_equal(a.faces["val"].ids, c.faces["val"].ids)
     assert not set(a.faces["val"].ids) & set(a.faces["train"].ids)
 

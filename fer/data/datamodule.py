@@ -54,7 +54,9 @@ def copies_of_kept(images: np.ndarray, held: np.ndarray) -> np.ndarray:
     """Mask of the held-out faces whose pixels equal a face that is not held out."""
     rows = images.reshape(len(images), -1)
     kept = {row.tobytes() for row in rows[~held]}
-    return held & np.array([row.tobytes() in kept for row in rows], dtype=bool)
+    copies = np.zeros_like(held)
+    copies[held] = [row.tobytes() in kept for row in rows[held]]
+    return copies
 
 
 class FERDataModule(pl.LightningDataModule):

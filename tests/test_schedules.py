@@ -134,3 +134,19 @@ def test_progress_line_says_how_many_epochs_max_time_cuts(caplog) -> None:
     # the last epoch ended 3 s past the budget: nothing is cut
     _progress_line(caplog, -3.0, epoch=15, max_epochs=16, elapsed=0.0, schedulers=[], callback=callback)
     assert "0 s left of the max_time budget, 0 epochs to go" in caplog.text
+
+
+def test_progress_line_forecasts_at_the_latest_pace(caplog) -> None:
+    # progressive resizing: a 10 s epoch spent 10% of the budget, then a 20 s one spent 20% more
+    scheduler = _scheduler(total_steps=1000, seconds=100.0)
+    scheduler.sync(lambda _: 10.0)
+    callback = _progress_line(caplog, 1000.0, epoch=0, max_epochs=1000, elapsed=10.0, schedulers=[scheduler])
+    assert "9 epochs to go (~90 s)" in caplog.text
+    callback.start -= 20.0  # the second epoch took 20 s
+    scheduler.sync(lambda _: 30.0)
+    _progress_line(
+        caplog, 1000.0, epoch=1, max_epochs=1000, elapsed=0.0, schedulers=[scheduler], callback=callback
+    )
+    # the mean pace (15 s for 15%) would promise 5 more epochs; at the latest (20 s for 20%) 4 come, in 80 s
+    assert "15.0 s/epoch" in caplog.text
+    assert "4 epochs to go (~80 s)" in caplog.text

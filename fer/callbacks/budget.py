@@ -17,25 +17,34 @@ log = logging.getLogger(__name__)
 class BudgetProgress(pl.Callback):
     """After each training epoch, logs the elapsed time, the mean epoch time, and the time left of
     `trainer.max_time` (when set), of a budgeted schedule (`sched=budget`: its share spent, and its
-    seconds when it has them), or the time the remaining `max_epochs` will take at that pace."""
+    seconds when it has them), and the epochs still to come at the pace of those since the last line.
+
+    The forecast takes the latest pace, not the mean: with progressive resizing (`aug.progressive_start`)
+    epochs slow down as the faces grow, and the mean pace of the small early ones overstates what is left.
+    While the faces still grow, the latest pace overstates it too, by less."""
 
     def __init__(self) -> None:
         self.start: float | None = None
         self.first_epoch = 0  # a resumed run starts later
+        self.last = (0.0, 0, 0.0)  # at the last line: seconds elapsed, epochs done, schedule share spent
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.monotonic()
         self.first_epoch = trainer.current_epoch
+        self.last = (0.0, 0, 0.0)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.start is None:
             return
         elapsed = time.monotonic() - self.start
         done = trainer.current_epoch + 1 - self.first_epoch
-        per_epoch = elapsed / max(done, 1)
+        last_elapsed, last_done, last_spent = self.last
+        recent = max(done - last_done, 1)  # the epochs since the last line
+        pace = max(elapsed - last_elapsed, 1e-9) / recent  # seconds per epoch lately
         epochs_left = max(trainer.max_epochs - trainer.current_epoch - 1, 0) if trainer.max_epochs else None
         schedule = budget_schedule(trainer)
         schedule_note = ""
+        spent = 0.0
         if schedule is not None:
             # The schedule, not max_epochs, ends the fit: what is left is its unspent share.
             spent = schedule.progress
@@ -43,17 +52,19 @@ class BudgetProgress(pl.Callback):
             if schedule.seconds:
                 left = max(schedule.seconds - schedule.elapsed, 0)
                 schedule_note += f" ({left:.0f} s of {schedule.seconds:.0f} s left)"
-            epochs_left = math.ceil(done * (1 - spent) / spent) if spent > 0 else epochs_left
-        message = f"epoch {trainer.current_epoch}: {elapsed:.0f} s elapsed, {per_epoch:.1f} s/epoch"
+            share = (spent - last_spent) / recent  # of the budget, per epoch lately
+            epochs_left = math.ceil((1 - spent) / share - 1e-9) if share > 0 else epochs_left
+        self.last = (elapsed, done, spent)
+        message = f"epoch {trainer.current_epoch}: {elapsed:.0f} s elapsed, {elapsed / done:.1f} s/epoch"
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         remaining = timer.time_remaining("train") if timer is not None else None
         if remaining is not None:
             remaining = max(remaining, 0.0)  # the last epoch may end just past the budget
             message += f", {remaining:.0f} s left of the max_time budget"
-            fit = int(remaining // per_epoch)  # whole epochs the time left holds at this pace
+            fit = int(remaining // pace)  # whole epochs the time left holds at the latest pace
             if epochs_left is not None and fit < epochs_left:
                 message += f" (it stops ~{epochs_left - fit} epochs early)"
         message += schedule_note
         if epochs_left is not None:
-            message += f", {epochs_left} epochs to go (~{epochs_left * per_epoch:.0f} s)"
+            message += f", {epochs_left} epochs to go (~{epochs_left * pace:.0f} s)"
         log.info(message)

@@ -150,3 +150,14 @@ def test_progress_line_forecasts_at_the_latest_pace(caplog) -> None:
     # the mean pace (15 s for 15%) would promise 5 more epochs; at the latest (20 s for 20%) 4 come, in 80 s
     assert "15.0 s/epoch" in caplog.text
     assert "4 epochs to go (~80 s)" in caplog.text
+
+
+def test_max_time_cuts_a_timed_schedule_only_when_its_seconds_outlast_it(caplog) -> None:
+    scheduler = _scheduler(total_steps=1000, seconds=100.0)
+    scheduler.sync(lambda _: 25.0)  # 75 s of the schedule left
+    # two epochs took 26 s: 6 more at 13 s would take 78 s, but the schedule ends in 75, inside max_time's 77
+    _progress_line(caplog, 77.0, epoch=1, max_epochs=1000, elapsed=26.0, schedulers=[scheduler])
+    assert "77 s left of the max_time budget, 25% of the schedule's budget spent" in caplog.text
+    # 60 s of max_time leave 15 of the schedule's seconds unspent: ~2 epochs at 13 s
+    _progress_line(caplog, 60.0, epoch=1, max_epochs=1000, elapsed=26.0, schedulers=[scheduler])
+    assert "60 s left of the max_time budget (it stops ~2 epochs early)" in caplog.text

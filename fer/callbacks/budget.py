@@ -45,13 +45,14 @@ class BudgetProgress(pl.Callback):
         schedule = budget_schedule(trainer)
         schedule_note = ""
         spent = 0.0
+        seconds_left = None  # of the schedule's clock, when it has one
         if schedule is not None:
             # The schedule, not max_epochs, ends the fit: what is left is its unspent share.
             spent = schedule.progress
             schedule_note = f", {100 * spent:.0f}% of the schedule's budget spent"
             if schedule.seconds:
-                left = max(schedule.seconds - schedule.elapsed, 0)
-                schedule_note += f" ({left:.0f} s of {schedule.seconds:.0f} s left)"
+                seconds_left = max(schedule.seconds - schedule.elapsed, 0)
+                schedule_note += f" ({seconds_left:.0f} s of {schedule.seconds:.0f} s left)"
             share = (spent - last_spent) / recent  # of the budget, per epoch lately
             epochs_left = math.ceil((1 - spent) / share - 1e-9) if share > 0 else epochs_left
         self.last = (elapsed, done, spent)
@@ -61,9 +62,13 @@ class BudgetProgress(pl.Callback):
         if remaining is not None:
             remaining = max(remaining, 0.0)  # the last epoch may end just past the budget
             message += f", {remaining:.0f} s left of the max_time budget"
-            fit = int(remaining // pace)  # whole epochs the time left holds at the latest pace
-            if epochs_left is not None and fit < epochs_left:
-                message += f" (it stops ~{epochs_left - fit} epochs early)"
+            # A timed schedule ends within its seconds left; an epoch count at a changing pace only guesses
+            # (the speedrun's max_time, 30 s past its schedule, was said to cut an epoch it never cut).
+            needed = epochs_left * pace if epochs_left is not None else None
+            if seconds_left is not None:
+                needed = seconds_left if needed is None else min(needed, seconds_left)
+            if needed is not None and remaining < needed:
+                message += f" (it stops ~{math.ceil((needed - remaining) / pace)} epochs early)"
         message += schedule_note
         if epochs_left is not None:
             message += f", {epochs_left} epochs to go (~{epochs_left * pace:.0f} s)"

@@ -161,3 +161,18 @@ def test_max_time_cuts_a_timed_schedule_only_when_its_seconds_outlast_it(caplog)
     # 60 s of max_time leave 15 of the schedule's seconds unspent: ~2 epochs at 13 s
     _progress_line(caplog, 60.0, epoch=1, max_epochs=1000, elapsed=26.0, schedulers=[scheduler])
     assert "60 s left of the max_time budget (it stops ~2 epochs early)" in caplog.text
+
+
+def test_progress_line_after_a_resume_counts_only_this_fits_share(caplog) -> None:
+    scheduler = _scheduler(total_steps=1000, seconds=100.0)
+    scheduler.sync(lambda _: 50.0)  # the run stopped half-way through its budget
+    callback = BudgetProgress()
+    callback.on_train_start(
+        SimpleNamespace(current_epoch=5, lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)]), None
+    )
+    callback.start -= 10.0
+    scheduler.sync(lambda _: 60.0)  # the first epoch after the resume took 10 s and spent 10%
+    _progress_line(
+        caplog, 1000.0, epoch=5, max_epochs=1000, elapsed=0.0, schedulers=[scheduler], callback=callback
+    )
+    assert "4 epochs to go (~40 s)" in caplog.text

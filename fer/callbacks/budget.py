@@ -31,7 +31,8 @@ class BudgetProgress(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.monotonic()
         self.first_epoch = trainer.current_epoch
-        self.last = (0.0, 0, 0.0)
+        schedule = budget_schedule(trainer)  # a resumed schedule has spent some of its budget already
+        self.last = (0.0, 0, schedule.progress if schedule is not None else 0.0)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.start is None:

@@ -58,7 +58,15 @@ def ensemble(cfg: DictConfig) -> Path:
     predicting = bool(cfg.get("predict"))
     given_tta = OmegaConf.to_container(cfg.tta, resolve=True) if cfg.get("tta") else None
 
-    first = load_model(ckpts[0], cfg.device)
+    # Every member loads before any is evaluated: one that cannot fails in seconds, not after the others'
+    # minutes of TTA.
+    models = [load_model(ckpt, cfg.device) for ckpt in ckpts]
+    first = models[0]
+    for ckpt, model in zip(ckpts, models):
+        if model.class_names != first.class_names:
+            raise ValueError(
+                f"ensemble: {ckpt} has classes {model.class_names}, {ckpts[0]} has {first.class_names}"
+            )
     data = data_config(first.run_config, cfg.data, ckpts[0])
     if predicting:
         faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
@@ -67,13 +75,9 @@ def ensemble(cfg: DictConfig) -> Path:
     labels = torch.from_numpy(faces.labels)
     labelled = bool((labels >= 0).any())
     names = first.class_names
-    del first
 
     members, member_probs, notes = [], [], []
-    for i, ckpt in enumerate(ckpts):
-        model = load_model(ckpt, cfg.device)
-        if model.class_names != names:
-            raise ValueError(f"ensemble: {ckpt} has classes {model.class_names}, {ckpts[0]} has {names}")
+    for i, (ckpt, model) in enumerate(zip(ckpts, models)):
         source = ((model.run_config or {}).get("data") or {}).get("path")
         if source != data.path:
             notes.append(f"Member {i} was trained on {source}; the faces come from {data.path}.")

@@ -173,3 +173,18 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{tmp_path / 'nowhere'}]"], tmp_path))
     with pytest.raises(ValueError, match="named twice"):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
+
+
+def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monkeypatch):
+    # A checkpoint whose model config this code no longer builds (a trunk token VGG does not know).
+    ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["layers"] = [8, "X"]
+    broken = tmp_path / "broken.ckpt"
+    torch.save(ckpt, broken)
+    evaluated = []
+    monkeypatch.setattr("fer.ensemble.predict_proba", lambda *args, **kwargs: evaluated.append(args))
+    out = tmp_path / "ens"
+    members = f"ensemble=[{runs['cnn4']},{broken}]"
+    with pytest.raises(ValueError, match=rf"(?s)ckpt={broken}: its model config does not build.*\[8, 'X'\]"):
+        analyze(compose_config("analyze", [members, f"out={out}"], tmp_path / "run"))
+    assert evaluated == [] and not out.exists()

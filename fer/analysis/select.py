@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,6 +63,8 @@ def load_model(ckpt: Path, device: str) -> FERModule:
         model = FERModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as e:
         raise ValueError(f"ckpt={ckpt}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
+    except InstantiationException as e:
+        raise ValueError(f"ckpt={ckpt}: its model config does not build with this code: {e}") from e
     return apply_runtime(model, channels_last=True).eval()
 
 

@@ -61,20 +61,17 @@ def ensemble(cfg: DictConfig) -> Path:
     # Every member loads before any is evaluated: one that cannot fails in seconds, not after the others'
     # minutes of TTA.
     models = [load_model(ckpt, cfg.device) for ckpt in ckpts]
-    first = models[0]
-    for ckpt, model in zip(ckpts, models):
-        if model.class_names != first.class_names:
-            raise ValueError(
-                f"ensemble: {ckpt} has classes {model.class_names}, {ckpts[0]} has {first.class_names}"
-            )
-    data = data_config(first.run_config, cfg.data, ckpts[0])
+    names = models[0].class_names
+    for ckpt, model in zip(ckpts[1:], models[1:]):
+        if model.class_names != names:
+            raise ValueError(f"ensemble: {ckpt} has classes {model.class_names}, {ckpts[0]} has {names}")
+    data = data_config(models[0].run_config, cfg.data, ckpts[0])
     if predicting:
         faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
     else:
         faces, selection = evaluation_faces(data, cfg.get("split"))
     labels = torch.from_numpy(faces.labels)
     labelled = bool((labels >= 0).any())
-    names = first.class_names
 
     members, member_probs, notes = [], [], []
     for i, (ckpt, model) in enumerate(zip(ckpts, models)):

@@ -14,42 +14,46 @@ from torch.optim.lr_scheduler import LRScheduler
 
 class BudgetedLR(LRScheduler):
     """Linear warm-up from `start` x lr to lr over the first `warmup` of the budget, then linear decay to
-    zero at its end. Progress is the larger of steps / `total_steps` and fitting seconds / `seconds`.
+    zero at its end. Progress is the larger of steps / `total_steps` and fitting seconds / `seconds` (either
+    may be None: no budget of that kind).
 
     Linear decay to zero is the schedule that does best at a fixed budget (Li et al. 2020, "Budgeted
     training"). Torch has no scheduler that measures its budget in seconds: with `seconds` set the
     schedule completes on a fast or a slow machine alike (only the number of steps differs), and
     `finished` tells the training loop to stop. The seconds are those between scheduler steps, so
     validation and checkpointing count; they are saved with the scheduler, and the time a run spent
-    stopped before a resume does not count.
+    stopped before a resume does not count. Under DDP `sync` keeps the clock instead of `step`.
     """
 
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
+        total_steps: int | None,
         seconds: float | None = None,
         warmup: float = 0.2,
         start: float = 0.1,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps < 1:
+        if total_steps is None and seconds is None:
+            raise ValueError("BudgetedLR needs a budget: total_steps, seconds or both")
+        if total_steps is not None and total_steps < 1:
             raise ValueError(f"BudgetedLR total_steps must be at least 1, got {total_steps}")
         if seconds is not None and seconds <= 0:
             raise ValueError(f"BudgetedLR seconds must be positive or null, got {seconds}")
         if not 0 <= warmup < 1:
             raise ValueError(f"BudgetedLR warmup must be a fraction in [0, 1), got {warmup}")
-        self.total_steps, self.seconds = int(total_steps), seconds
+        self.total_steps, self.seconds = None if total_steps is None else int(total_steps), seconds
         self.warmup, self.start = float(warmup), float(start)
         self.elapsed = 0.0
         self._tick: float | None = None
+        self._synced = False
         super().__init__(optimizer, last_epoch)
         self._tick = None  # the clock starts at the first training step, not at construction
 
     @property
     def progress(self) -> float:
         """The fraction of the budget spent, in [0, 1]."""
-        spent = max(self.last_epoch, 0) / self.total_steps
+        spent = max(self.last_epoch, 0) / self.total_steps if self.total_steps else 0.0
         if self.seconds:
             spent = max(spent, self.elapsed / self.seconds)
         return min(spent, 1.0)
@@ -66,13 +70,16 @@ class BudgetedLR(LRScheduler):
         return now
 
     def step(self, epoch: int | None = None) -> None:  # noqa: ARG002 (the base signature)
-        self._tick = self._advance_clock()
+        if not self._synced:
+            self._tick = self._advance_clock()
         super().step()
 
     def sync(self, broadcast: Callable[[float], float]) -> None:
-        """Take rank 0's clock: under DDP every rank must step the same learning rates and stop together."""
-        self._advance_clock()
-        self._tick = None  # the next step adds nothing on top of the broadcast reading
+        """Advance the clock and take rank 0's reading: under DDP every rank must step the same learning
+        rates and stop together. Call it once a batch; from the first call on, `step` leaves the clock
+        alone, so that a rank's own time never moves its rates between two readings."""
+        self._synced = True
+        self._tick = self._advance_clock()
         self.elapsed = float(broadcast(self.elapsed))
 
     def get_lr(self) -> list[float]:
@@ -85,7 +92,9 @@ class BudgetedLR(LRScheduler):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.pop("_tick", None)  # a wall-clock reading means nothing in another process
+        # A wall-clock reading means nothing in another process, which may also run without DDP.
+        state.pop("_tick", None)
+        state.pop("_synced", None)
         return state
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from fer.models import build_model
 from fer.models.normalization import Normalization
 from fer.schedules import budget_schedule
 from fer.schema import ConfigError
-from fer.tta import mean_log_probs, tta_log_probs, view_log_probs
+from fer.tta import mean_log_probs, view_log_probs
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -89,7 +90,7 @@ class FERModule(pl.LightningModule):
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_counts: torch.Tensor | None = None
-        # Test-time augmentation of the test and predict stages (a conf/tta/ node), set by the caller:
+        # Test-time augmentation of the test stage (a conf/tta/ node), set by the caller:
         # how the network is evaluated, not a hyperparameter of it. With more than one view, the test
         # stage also scores the unchanged faces alone (test/acc_no_tta), which gives the gain of TTA.
         self.tta: dict[str, Any] | None = None
@@ -185,9 +186,6 @@ class FERModule(pl.LightningModule):
         for name, buffer in self.normalizer.named_buffers(prefix="normalizer"):
             checkpoint["state_dict"].setdefault(name, buffer.clone())
 
-    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return tta_log_probs(self, batch[0], self.tta).exp()
-
     def configure_optimizers(self) -> dict[str, Any]:
         # _convert_="all": plain lists (e.g. Adamax's betas) in the optimizer state, or checkpoints
         # would hold OmegaConf objects that torch.load(weights_only=True) rejects.
@@ -197,7 +195,8 @@ class FERModule(pl.LightningModule):
             return {"optimizer": optimizer}
         kwargs = {}
         if "total_steps" in sched["scheduler"] and sched["scheduler"]["total_steps"] is None:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            total = self.trainer.estimated_stepping_batches  # inf with max_epochs=-1 and max_steps=-1
+            kwargs["total_steps"] = int(total) if math.isfinite(total) else None
         scheduler = instantiate(sched["scheduler"], optimizer=optimizer, _convert_="all", **kwargs)
         config = {"scheduler": scheduler, "interval": sched.get("interval", "epoch")}
         if sched.get("monitor"):

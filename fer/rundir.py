@@ -50,6 +50,9 @@ RESUME_FREE_KEYS = (
     "data.cache_dir",
     "data.num_workers",
 )
+# Budget keys a step-laid schedule (sched.scheduler.total_steps: null, one-cycle's or BudgetedLR's) was
+# sized by when the fit started: its resumed state keeps that size, so they may no longer change.
+SCHEDULE_SIZE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
 class RunDirError(RuntimeError):
@@ -57,10 +60,13 @@ class RunDirError(RuntimeError):
 
 
 def previous_run_files(run_dir: Path) -> list[str]:
-    """Names in `run_dir` left by an earlier run (anything but Hydra's files for this job)."""
+    """Names in `run_dir` left by an earlier run (anything but Hydra's files for this job). A start that
+    failed before training (a bad config value or data path: error.txt, perhaps config.yaml, nothing
+    else) left nothing to resume or keep, so its folder counts as free."""
     if not run_dir.is_dir():
         return []
-    return sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
+    names = sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
+    return [] if ERROR in names and set(names) <= {ERROR, CONFIG} else names
 
 
 def claim(run_dir: Path, resuming: bool, overwrite: bool) -> Path | None:
@@ -101,14 +107,23 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """`key: saved -> current` for every key a resume may not change (see RESUME_FREE_KEYS)."""
+    """`key: saved -> current` for every key a resume may not change (see RESUME_FREE_KEYS and
+    SCHEDULE_SIZE_KEYS)."""
     before, after = flatten(saved), flatten(current)
+    sized = "sched.scheduler.total_steps" in before and before["sched.scheduler.total_steps"] is None
     lines = []
     for key in sorted(set(before) | set(after)):
-        if any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE_KEYS):
-            continue
         old, new = before.get(key, "<absent>"), after.get(key, "<absent>")
-        if old != new:
+        if old == new:
+            continue
+        if sized and key in SCHEDULE_SIZE_KEYS:
+            lines.append(
+                f"{key}: {old!r} -> {new!r} (the schedule, {before.get('sched.scheduler._target_')}, was laid "
+                "out over the fit's steps when it started, and resumes with that length)"
+            )
+        elif not any(
+            key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE_KEYS
+        ):
             lines.append(f"{key}: {old!r} -> {new!r}")
     return lines
 

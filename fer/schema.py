@@ -198,5 +198,24 @@ def validate(cfg: DictConfig) -> None:
         elif converted is not value and isinstance(value, str):
             log.info("%s: read the string %r as the number %r", key, value, converted)
             OmegaConf.update(cfg, key, converted)
+    problems += _unsized_schedule(cfg)
     if problems:
         raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))
+
+
+def _unsized_schedule(cfg: DictConfig) -> list[str]:
+    """A schedule sized by the trainer's steps (sched.scheduler.total_steps: null) in a fit of no known
+    length, which Lightning would only find out after the data is read."""
+    unbounded = OmegaConf.select(cfg, "trainer.max_epochs") == -1 and OmegaConf.select(
+        cfg, "trainer.max_steps", default=-1
+    ) in (-1, None)
+    scheduler = OmegaConf.select(cfg, "sched.scheduler") or {}
+    if not (unbounded and "total_steps" in scheduler and scheduler.get("total_steps") is None):
+        return []
+    if scheduler.get("seconds"):
+        return []  # a budget in seconds alone (sched=budget) sizes it
+    return [
+        "sched.scheduler.total_steps: null takes the schedule's length from trainer.max_epochs or "
+        "trainer.max_steps, but both are -1 (no limit): set one of them, or use sched=budget with "
+        "sched.scheduler.seconds"
+    ]

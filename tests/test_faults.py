@@ -38,6 +38,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from fer import rundir
 from fer.analysis.select import checkpoint_path
@@ -191,6 +192,33 @@ def test_resume_with_other_config_lists_the_keys(flat_run):
     assert (flat_run / rundir.METRICS).read_text() == before and not (flat_run / rundir.ERROR).exists()
 
 
+@pytest.mark.parametrize("sched", ["onecycle", "budget"])
+def test_resume_keeps_the_length_of_a_schedule_sized_in_steps(tmp_path, sched):
+    def resolved(*overrides: str) -> dict:
+        return OmegaConf.to_container(compose_config("train", [*TINY, *overrides], tmp_path), resolve=True)
+
+    longer = rundir.config_differences(
+        resolved(f"sched={sched}"), resolved(f"sched={sched}", "trainer.max_epochs=5")
+    )
+    assert len(longer) == 1 and longer[0].startswith("trainer.max_epochs: 2 -> 5 (the schedule")
+    assert "resumes with that length" in longer[0]
+    # Without a schedule sized by it, the epoch budget is free to change.
+    assert rundir.config_differences(resolved(), resolved("trainer.max_epochs=5")) == []
+
+
+def test_a_fit_of_no_epoch_limit_is_sized_by_seconds_or_refused(tmp_path):
+    unbounded = [*TINY, "trainer.max_epochs=-1"]
+    cfg = compose_config(
+        "train", [*unbounded, "sched=onecycle", "data.path=/nonexistent.csv"], tmp_path / "a"
+    )
+    with pytest.raises(ConfigError, match="sched.scheduler.total_steps: null .* both are -1"):
+        run(cfg)  # before any data is read
+    # A budget in seconds alone ends the fit (Lightning sizes such a fit at infinitely many steps).
+    run(compose_config("train", [*unbounded, "sched=budget", "sched.scheduler.seconds=1"], tmp_path / "b"))
+    metrics = json.loads((tmp_path / "b" / rundir.METRICS).read_text())
+    assert metrics["epochs"] >= 1 and metrics["test"]["test/acc"] is not None
+
+
 def test_successful_resume_removes_stale_error(tmp_path):
     run_dir = tmp_path / "run"
     run(compose_config("train", [*TINY, "trainer.max_epochs=1"], run_dir))
@@ -198,6 +226,17 @@ def test_successful_resume_removes_stale_error(tmp_path):
     run(compose_config("train", [*TINY, "ckpt_path=last"], run_dir))
     assert not (run_dir / rundir.ERROR).exists()
     assert [r["epoch"] for r in history(run_dir)] == ["0", "1"]
+
+
+def test_a_start_that_failed_before_training_leaves_its_folder_free(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError):
+        run(compose_config("train", [*TINY, "aug.rotation=-1"], run_dir))
+    with pytest.raises(DataError):  # the next try's error replaces the first one's
+        run(compose_config("train", [*TINY, "data.path=/nonexistent.csv"], run_dir))
+    assert "DataError" in (run_dir / rundir.ERROR).read_text()
+    run(compose_config("train", TINY, run_dir))  # not refused as "already holds a run"
+    assert not (run_dir / rundir.ERROR).exists() and (run_dir / rundir.METRICS).is_file()
 
 
 def test_used_run_dir_is_refused_then_moved_aside_on_request(flat_run):

@@ -22,7 +22,7 @@ from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, 
 from fer.files import write_csv, write_json
 from fer.predict import predict_proba, scores, write_prediction_files
 from fer.summarize import job_dirs
-from fer.tta import chosen_tta
+from fer.tta import chosen_tta, tta_label
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def ensemble(cfg: DictConfig) -> Path:
                 "checkpoint": str(ckpt),
                 "model": model.hparams.model["_target_"].rsplit(".", 1)[-1],
                 "normalization": model.normalizer.mode,
-                "tta": tta["name"],
+                "tta": tta,
                 **(scores(probs, labels) if labelled else {}),
             }
         )
@@ -100,7 +100,8 @@ def ensemble(cfg: DictConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     files = write_prediction_files(out, faces, probs, names)
     columns = ["member", "checkpoint", "model", "normalization", "tta", *(SCORES if labelled else ())]
-    write_csv(out / "scores.csv", [*members, result], columns)
+    rows = [{**m, "tta": tta_label(m["tta"])} for m in members]
+    write_csv(out / "scores.csv", [*rows, result], columns)
     report: dict[str, Any] = {
         "mode": "predict" if predicting else "analyze",
         "written": datetime.now().isoformat(timespec="seconds"),

@@ -60,3 +60,9 @@ def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | 
     line), else the one the checkpoint's training run was tested with, else none."""
     tta = {**(given or (run_config or {}).get("tta") or {"name": "none", "flip": False, "shift": 0})}
     return {**tta, "views": num_views(tta)}
+
+
+def tta_label(tta: Mapping[str, Any]) -> str:
+    """`crops (10 views, shift 2)`: a TTA in one table cell."""
+    views = num_views(tta)
+    return f"{tta['name']} ({views} view{'s' if views > 1 else ''}, shift {tta.get('shift', 0)})"

@@ -160,12 +160,18 @@ def test_ensemble_of_a_sweep_folder_predicts_a_course_folder(runs, tmp_path):
     analyze(compose_config("analyze", [f"ensemble=[{sweep}]", f"predict={course}", f"out={out}"], out))
     report = json.loads((out / "ensemble.json").read_text())
     assert [Path(m["checkpoint"]).parent.parent.name for m in report["members"]] == ["0", "1"]
-    assert [m["tta"] for m in report["members"]] == ["flip", "none"]  # each member's own run's TTA
+    assert [m["tta"]["name"] for m in report["members"]] == ["flip", "none"]  # each member's own run's TTA
     assert "accuracy" not in report["members"][0] and report["ensemble"] == {}
     rows = read_csv(out / "predictions.csv")
     assert [r["id"] for r in rows] == [str(70 + i) for i in range(6)]
     assert read_csv(out / "submission.csv") == [{"id": r["id"], "label": r["pred_label"]} for r in rows]
-    assert list(read_csv(out / "scores.csv")[0]) == ["member", "checkpoint", "model", "normalization", "tta"]
+    scores = read_csv(out / "scores.csv")
+    assert list(scores[0]) == ["member", "checkpoint", "model", "normalization", "tta"]
+    assert [r["tta"] for r in scores] == ["flip (2 views, shift 0)", "none (1 view, shift 0)", ""]
+    # The same folder reused to score a labelled split: the other faces' submission does not stay behind.
+    analyze(compose_config("analyze", [f"ensemble=[{sweep}]", "tta=crops", "tta.shift=4", f"out={out}"], out))
+    assert not (out / "submission.csv").exists()
+    assert [m["tta"]["shift"] for m in json.loads((out / "ensemble.json").read_text())["members"]] == [4, 4]
 
 
 def test_ensemble_names_what_it_cannot_use(runs, tmp_path):

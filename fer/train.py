@@ -226,6 +226,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     warn_slow_bf16(trainer)
 
+    fit_start = time.time()
     try:
         # fer's checkpoints hold plain data only: loading them never needs to run pickled code.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -239,9 +240,10 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
                 else "No checkpoint was saved (callbacks without checkpoints)"
             )
         ) from None
-    fit_time = time.time() - start
+    fit_time = time.time() - fit_start
     value = trainer.callback_metrics.get(cfg.optimized_metric)
-    history = next(cb for cb in trainer.callbacks if isinstance(cb, History)).rows
+    history_callback = next(cb for cb in trainer.callbacks if isinstance(cb, History))
+    history = history_callback.rows
     best = max(history, key=lambda r: r.get("val/acc", float("-inf")), default={})
 
     test: dict[str, float] = {}
@@ -259,7 +261,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         else module.test_confusion_counts.tolist(),
         "epochs": len(history),
         "fit_time_s": round(fit_time, 2),
-        "time_per_epoch_s": round(fit_time / max(len(history), 1), 3),
+        "time_per_epoch_s": round(fit_time / max(history_callback.epochs_this_fit, 1), 3),
         "run_time_s": round(time.time() - start, 2),
         "params": count_parameters(module.net),
         "best_ckpt": checkpoint.best_model_path if checkpoint is not None else None,

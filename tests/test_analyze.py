@@ -296,6 +296,11 @@ def test_split_and_data_overrides(trained, tmp_path):
         ),
         (["RUN", "predict=Nope"], ValueError, r"predict='Nope' is not a stage, a data path nor a split of "),
         (["RUN", "predict=val", "split=test"], ValueError, "split= only picks rows of a data path"),
+        (
+            ["RUN", "predict='synthetic://40?seed=1'", "split=val"],
+            ValueError,
+            r"split='val' is not a split of predict=synthetic://40\?seed=1; its splits: ",
+        ),
         (["RUN", "data.pth=x"], ValueError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
         (["RUN", "data.splits.tset=x"], ValueError, "data.splits.tset: not in the data config"),
     ],

@@ -143,6 +143,9 @@ def test_resume_from_last_continues_at_the_next_epoch(train_config, tmp_path):
     rows = history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert rows[0] == first[0]
+    # The timing fields measure this process's fit: one epoch, not the two the history holds.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["time_per_epoch_s"] == pytest.approx(metrics["fit_time_s"], abs=0.01)
 
 
 def test_resume_without_checkpoint_says_where_it_looked(train_config, tmp_path):

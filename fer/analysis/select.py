@@ -120,17 +120,16 @@ def stage_or_split(data: DictConfig, name: str, option: str = "split") -> tuple[
         split = datamodule.splits.get(name) or f"{datamodule.val_fraction:.0%} held out of the train split"
         return datamodule.faces[name], f"the {name} stage ({split})"
     faces = read_dataset(data.path, layout=data.layout, on_bad_row=data.on_bad_row, cache_dir=data.cache_dir)
-    return _rows_of_split(faces, name, option), f"the {name} split"
+    kinds = f"a stage ({'|'.join(STAGES)})" if option == "split" else "a stage, a data path"
+    return _rows_of_split(faces, name, option, f"{kinds} nor a split of {faces.source}"), f"the {name} split"
 
 
-def _rows_of_split(faces: FaceSet, name: str, option: str) -> FaceSet:
+def _rows_of_split(faces: FaceSet, name: str, option: str, expected: str) -> FaceSet:
+    """The rows of split `name` of `faces`; else an error saying that `option`=`name` is not `expected`."""
     rows = faces.split == name
     if not rows.any():
         present = ", ".join(f"{k} ({v} rows)" for k, v in faces.split_counts().items())
-        expected = "a stage (train|val|test|predict)" if option == "split" else "a stage, a data path"
-        raise ValueError(
-            f"{option}={name!r} is not {expected} nor a split of {faces.source}; its splits: {present}"
-        )
+        raise ValueError(f"{option}={name!r} is not {expected}; its splits: {present}")
     return faces.subset(rows)
 
 
@@ -153,7 +152,7 @@ def prediction_faces(
         return stage_or_split(data, predict, "predict")
     faces = read_dataset(predict, cache_dir=cache_dir)
     if split is not None:
-        return _rows_of_split(faces, split, "split"), f"the {split} split"
+        return _rows_of_split(faces, split, "split", f"a split of predict={predict}"), f"the {split} split"
     unlabelled = faces.labels < 0
     if unlabelled.any():
         return faces.subset(unlabelled), "the unlabelled rows"

@@ -23,6 +23,10 @@ class History(pl.Callback):
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.rows: list[dict[str, float]] = []
+        self.epochs_this_fit = 0  # not in the checkpoint: a resumed run's rows include earlier fits'
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epochs_this_fit = 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Validation of this epoch has already run, so its metrics are in callback_metrics too.
@@ -34,6 +38,7 @@ class History(pl.Callback):
                 row[key] = float(value)
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        self.epochs_this_fit += 1
         if trainer.is_global_zero:
             self.write()
 

@@ -248,9 +248,6 @@ class FERDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
-
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
         images, labels = batch[0].float(), batch[1]
         if self.trainer is not None and self.trainer.training:

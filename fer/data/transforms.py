@@ -143,7 +143,7 @@ class BatchAugment(nn.Module):
     applied to a batch they would move every image the same way, and per-image calls in the loader
     cost Python overhead per sample and cannot run on the GPU. Here one `grid_sample` moves the whole
     batch, on whatever device it lives. Pad-then-crop by up to `pad_crop` pixels is an integer shift
-    with zero fill, which bilinear sampling reproduces exactly when there is no rotation.
+    with zero fill, which bilinear sampling reproduces exactly when there is no rotation or zoom.
     """
 
     def __init__(

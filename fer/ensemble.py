@@ -27,6 +27,8 @@ from fer.tta import chosen_tta, tta_label
 log = logging.getLogger(__name__)
 
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
+# The data keys that decide which faces a run trained on (its source, and how its val split is carved).
+SPLIT_KEYS = ("path", "splits", "val_fraction", "split_seed")
 
 
 def member_checkpoints(entries: Sequence[str]) -> list[Path]:
@@ -74,10 +76,18 @@ def ensemble(cfg: DictConfig) -> Path:
     labelled = bool((labels >= 0).any())
 
     members, member_probs, notes = [], [], []
+    faces_config = OmegaConf.to_container(data, resolve=True)
     for i, (ckpt, model) in enumerate(zip(ckpts, models)):
-        source = ((model.run_config or {}).get("data") or {}).get("path")
-        if source != data.path:
-            notes.append(f"Member {i} was trained on {source}; the faces come from {data.path}.")
+        trained = (model.run_config or {}).get("data") or {}
+        differing = [
+            f"data.{k}={trained.get(k)!r}" for k in SPLIT_KEYS if trained.get(k) != faces_config.get(k)
+        ]
+        if differing:
+            notes.append(
+                f"Member {i} was trained with {', '.join(differing)}; the faces are those of "
+                f"{', '.join(f'data.{k}={faces_config.get(k)!r}' for k in SPLIT_KEYS)}: some may be faces it "
+                "trained on."
+            )
         tta = chosen_tta(given_tta, model.run_config)
         probs = predict_proba(model, faces.images, cfg.analysis.batch_size, tta)
         member_probs.append(probs)

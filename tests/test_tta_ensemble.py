@@ -181,6 +181,19 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
 
 
+def test_ensemble_notes_a_member_whose_split_differs(runs, tmp_path):
+    # A member whose val split was carved with another seed: the faces scored may include its training faces.
+    ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
+    ckpt["run_config"]["data"]["split_seed"] = 7
+    other = tmp_path / "other_split.ckpt"
+    torch.save(ckpt, other)
+    out = tmp_path / "ens"
+    analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{other}]", "split=val", f"out={out}"], out))
+    (note,) = json.loads((out / "ensemble.json").read_text())["notes"]
+    assert note.startswith("Member 1 was trained with data.split_seed=7; the faces are those of data.path=")
+    assert "data.split_seed=0" in note
+
+
 def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monkeypatch):
     # A checkpoint whose model config this code no longer builds (a trunk token VGG does not know).
     ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from fer.data import read_dataset
 from fer.module import FERModule
@@ -187,15 +188,15 @@ def test_wandb_offline_writes_run_with_images(train_config, tmp_path, monkeypatc
     assert (run_dir / "wandb_id.txt").read_text().strip() in offline[0].name
 
 
-@pytest.mark.slow
-def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
+def train_ddp_cpu(tmp_path: Path, *overrides: str) -> Path:
+    """Run train.py with trainer=ddp_cpu (two CPU processes) on 300 synthetic faces; return its run dir."""
     run_dir = tmp_path / "ddp"
     cmd = [
         sys.executable,
         "train.py",
         "trainer=ddp_cpu",
-        "debug=fast",
         "data.path='synthetic://300?seed=1'",
+        *overrides,
         f"hydra.run.dir={run_dir}",
         f"paths.cache_dir={tmp_path}/cache",
         "callbacks.rich_progress_bar=null",
@@ -203,6 +204,12 @@ def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
+    run_dir = train_ddp_cpu(tmp_path, "debug=fast")
     assert sorted(p.name for p in run_dir.glob("**/metrics.json")) == ["metrics.json"]
     assert len(list(run_dir.glob("**/config.yaml"))) == 2  # ours and Hydra's .hydra/config.yaml, once each
     assert len(list(run_dir.glob("**/history.png"))) == 1
@@ -212,3 +219,16 @@ def test_ddp_cpu_writes_one_set_of_outputs(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     n_test = int((read_dataset("synthetic://300?seed=1").split == "PrivateTest").sum())
     assert sum(map(sum, metrics["test_confusion"])) in (n_test, n_test + 1)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_fit_ends_when_its_seconds_budget_is_spent(tmp_path):
+    # Rank 0's clock is broadcast after every batch; it must count the batches, or only max_time stops the fit.
+    budget = ["sched=budget", "sched.scheduler.seconds=10", "trainer.max_epochs=1000"]
+    run_dir = train_ddp_cpu(tmp_path, "data.batch_size=16", *budget, "+trainer.max_time=00:00:01:30")
+    peak = OmegaConf.load(run_dir / "config.yaml").optim.lr
+    # The schedule ran out, rather than max_time stopping a fit whose clock never moved far enough for its
+    # rate to decay below the warm-up's start (0.1 x the peak; 0.48 x on the old code). Under DDP the last
+    # step's rate comes from the reading one batch before it, perhaps before a validation: 2-7% of the peak
+    # with a 6 s budget, under 1% with this 10 s one, not 0.
+    assert float(history(run_dir)[-1]["lr"]) < 0.1 * peak

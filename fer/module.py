@@ -17,7 +17,7 @@ from torchvision.transforms.v2.functional import center_crop
 from fer.data.labels import CLASS_NAMES
 from fer.models import build_model
 from fer.models.normalization import Normalization
-from fer.schedules import budget_schedule
+from fer.schedules import budget_schedule, sized_by_trainer
 from fer.schema import ConfigError
 from fer.tta import mean_log_probs, view_log_probs
 
@@ -194,7 +194,7 @@ class FERModule(pl.LightningModule):
         if not sched.get("scheduler"):
             return {"optimizer": optimizer}
         kwargs = {}
-        if "total_steps" in sched["scheduler"] and sched["scheduler"]["total_steps"] is None:
+        if sized_by_trainer(sched["scheduler"]):
             total = self.trainer.estimated_stepping_batches  # inf with max_epochs=-1 and max_steps=-1
             kwargs["total_steps"] = int(total) if math.isfinite(total) else None
         scheduler = instantiate(sched["scheduler"], optimizer=optimizer, _convert_="all", **kwargs)

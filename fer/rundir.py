@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fer.schedules import sized_by_trainer
+
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 BEST = "best"  # ModelCheckpoint filenames (conf/callbacks/model_checkpoint.yaml), without .ckpt
@@ -110,7 +112,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     """`key: saved -> current` for every key a resume may not change (see RESUME_FREE_KEYS and
     SCHEDULE_SIZE_KEYS)."""
     before, after = flatten(saved), flatten(current)
-    sized = "sched.scheduler.total_steps" in before and before["sched.scheduler.total_steps"] is None
+    sized = sized_by_trainer((saved.get("sched") or {}).get("scheduler"))
     lines = []
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key, "<absent>"), after.get(key, "<absent>")

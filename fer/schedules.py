@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -96,6 +96,12 @@ class BudgetedLR(LRScheduler):
         state.pop("_tick", None)
         state.pop("_synced", None)
         return state
+
+
+def sized_by_trainer(scheduler: Mapping[str, Any] | None) -> bool:
+    """Whether a scheduler config (`sched.scheduler`) takes its length from the trainer's steps when the fit
+    starts (`total_steps: null`, as one-cycle's and BudgetedLR's do)."""
+    return bool(scheduler) and "total_steps" in scheduler and scheduler["total_steps"] is None
 
 
 def budget_schedule(trainer: pl.Trainer) -> BudgetedLR | None:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
 from fer.models.normalization import NORMALIZATIONS
+from fer.schedules import sized_by_trainer
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,12 @@ def validate(cfg: DictConfig) -> None:
 def _unsized_schedule(cfg: DictConfig) -> list[str]:
     """A schedule sized by the trainer's steps (sched.scheduler.total_steps: null) in a fit of no known
     length, which Lightning would only find out after the data is read."""
-    unbounded = OmegaConf.select(cfg, "trainer.max_epochs") == -1 and OmegaConf.select(
-        cfg, "trainer.max_steps", default=-1
-    ) in (-1, None)
-    scheduler = OmegaConf.select(cfg, "sched.scheduler") or {}
-    if not (unbounded and "total_steps" in scheduler and scheduler.get("total_steps") is None):
+    unbounded = (
+        OmegaConf.select(cfg, "trainer.max_epochs") == -1
+        and OmegaConf.select(cfg, "trainer.max_steps", default=-1) == -1
+    )
+    scheduler = OmegaConf.select(cfg, "sched.scheduler")
+    if not (unbounded and sized_by_trainer(scheduler)):
         return []
     if scheduler.get("seconds"):
         return []  # a budget in seconds alone (sched=budget) sizes it

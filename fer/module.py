@@ -162,15 +162,19 @@ class FERModule(pl.LightningModule):
         # kept for the rank-zero code that draws them.
         self.test_confusion_counts = self.test_confusion.compute().cpu()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # A schedule with a budget in seconds (fer.schedules.BudgetedLR) ends the fit when it is spent;
-        # Lightning then validates and checkpoints the last weights before stopping.
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Under DDP every rank must step the same rates from a budget in seconds (fer.schedules.BudgetedLR):
+        # rank 0's clock is taken here, after this batch's backward and before Lightning steps the
+        # scheduler, so the rate of this step counts this batch and the last step's rate is 0.
         scheduler = budget_schedule(self.trainer)
-        if scheduler is None:
-            return
-        if scheduler.seconds and self.trainer.world_size > 1:
+        if scheduler is not None and scheduler.seconds and self.trainer.world_size > 1:
             scheduler.sync(lambda elapsed: self.trainer.strategy.broadcast(elapsed, src=0))
-        if scheduler.finished:
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A budgeted schedule ends the fit when it is spent; Lightning then validates and checkpoints the
+        # last weights before stopping.
+        scheduler = budget_schedule(self.trainer)
+        if scheduler is not None and scheduler.finished:
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

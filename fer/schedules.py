@@ -76,8 +76,8 @@ class BudgetedLR(LRScheduler):
 
     def sync(self, broadcast: Callable[[float], float]) -> None:
         """Advance the clock and take rank 0's reading: under DDP every rank must step the same learning
-        rates and stop together. Call it once a batch; from the first call on, `step` leaves the clock
-        alone, so that a rank's own time never moves its rates between two readings."""
+        rates and stop together. Call it before each `step`; from the first call on, `step` leaves the
+        clock alone, so that a rank's own time never moves its rates between two readings."""
         self._synced = True
         self._tick = self._advance_clock()
         self.elapsed = float(broadcast(self.elapsed))

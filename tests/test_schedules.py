@@ -48,14 +48,14 @@ def test_seconds_budget_ends_the_schedule_first_and_survives_a_state_round_trip(
 
 
 def test_ddp_sync_counts_every_batch_and_steps_on_rank_zeros_reading_only() -> None:
-    # Lightning's order each batch: the training step, the scheduler's step, then on_train_batch_end (sync).
+    # fer's order each batch: the training step, on_before_optimizer_step (sync), the scheduler's step.
     alone = _scheduler(total_steps=1000, seconds=100.0)
     synced = _scheduler(total_steps=1000, seconds=100.0)
     for _ in range(3):
         time.sleep(0.05)  # a batch's forward, backward and optimizer step
         alone.step()
-        synced.step()
         synced.sync(lambda elapsed: elapsed)  # one rank: rank 0's reading is its own
+        synced.step()
     # The batches after the first both count, with DDP as without.
     assert alone.elapsed >= 0.1 and synced.elapsed >= 0.1
     reading = synced.elapsed

@@ -31,6 +31,11 @@ SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
 SPLIT_KEYS = ("path", "splits", "val_fraction", "split_seed")
 
 
+def member_name(i: int, entry: str | Path) -> str:
+    """How errors and notes name an ensemble member."""
+    return f"ensemble member {i} ({entry})"
+
+
 def member_checkpoints(entries: Sequence[str]) -> list[Path]:
     """The checkpoint of each entry: a checkpoint file, a run dir (its checkpoints/best.ckpt), or a sweep
     folder (every job's checkpoints/best.ckpt, in job order)."""
@@ -38,13 +43,16 @@ def member_checkpoints(entries: Sequence[str]) -> list[Path]:
     for entry in entries:
         path = Path(entry)
         if path.is_file():
-            found.append(checkpoint_path(str(path), None))
+            found.append(checkpoint_path(str(path), None, member_name(len(found), path)))
         elif path.is_dir() and not (path / "checkpoints").is_dir() and job_dirs(path):
-            found += [checkpoint_path(None, str(job)) for job in job_dirs(path)]
+            for job in job_dirs(path):
+                found.append(checkpoint_path(None, str(job), member_name(len(found), job)))
         elif path.is_dir():
-            found.append(checkpoint_path(None, str(path)))
+            found.append(checkpoint_path(None, str(path), member_name(len(found), path)))
         else:
-            raise FileNotFoundError(f"ensemble: {entry} is no checkpoint file, run folder or sweep folder")
+            raise FileNotFoundError(
+                f"{member_name(len(found), entry)}: no checkpoint file, run folder or sweep folder"
+            )
     if len(set(found)) != len(found):
         raise ValueError(f"ensemble: a checkpoint is named twice: {[str(p) for p in found]}")
     return found
@@ -62,12 +70,14 @@ def ensemble(cfg: DictConfig) -> Path:
 
     # Every member loads before any is evaluated: one that cannot fails in seconds, not after the others'
     # minutes of TTA.
-    models = [load_model(ckpt, cfg.device) for ckpt in ckpts]
+    models = [load_model(ckpt, cfg.device, member_name(i, ckpt)) for i, ckpt in enumerate(ckpts)]
     names = models[0].class_names
-    for ckpt, model in zip(ckpts[1:], models[1:]):
+    for i, (ckpt, model) in enumerate(zip(ckpts, models)):
         if model.class_names != names:
-            raise ValueError(f"ensemble: {ckpt} has classes {model.class_names}, {ckpts[0]} has {names}")
-    data = data_config(models[0].run_config, cfg.data, ckpts[0])
+            raise ValueError(
+                f"{member_name(i, ckpt)} has classes {model.class_names}, {member_name(0, ckpts[0])} has {names}"
+            )
+    data = data_config(models[0].run_config, cfg.data, member_name(0, ckpts[0]))
     if predicting:
         faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
     else:
@@ -79,12 +89,13 @@ def ensemble(cfg: DictConfig) -> Path:
     faces_config = OmegaConf.to_container(data, resolve=True)
     for i, (ckpt, model) in enumerate(zip(ckpts, models)):
         trained = (model.run_config or {}).get("data") or {}
+        name = member_name(i, ckpt)
         differing = [
             f"data.{k}={trained.get(k)!r}" for k in SPLIT_KEYS if trained.get(k) != faces_config.get(k)
         ]
         if differing:
             notes.append(
-                f"Member {i} was trained with {', '.join(differing)}; the faces are those of "
+                f"{name[0].upper()}{name[1:]} was trained with {', '.join(differing)}; the faces are those of "
                 f"{', '.join(f'data.{k}={faces_config.get(k)!r}' for k in SPLIT_KEYS)}: some may be faces it "
                 "trained on."
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -175,8 +177,21 @@ def test_ensemble_of_a_sweep_folder_predicts_a_course_folder(runs, tmp_path):
 
 
 def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere: no such run folder|nowhere is no"):
-        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{tmp_path / 'nowhere'}]"], tmp_path))
+    # Errors name the member, by its place and entry, not an option (run=, ckpt=) the command never used.
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"ensemble member 1 ({nowhere}): no checkpoint file")
+    ):
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{nowhere}]"], tmp_path))
+    no_best = tmp_path / "no_best"
+    shutil.copytree(runs["cnn4"], no_best)
+    (no_best / "checkpoints/best.ckpt").rename(no_best / "checkpoints/epoch0.ckpt")
+    with pytest.raises(FileNotFoundError) as error:
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{no_best}]"], tmp_path))
+    assert str(error.value).startswith(f"ensemble member 1 ({no_best}): no {no_best}/checkpoints/best.ckpt")
+    assert str(error.value).endswith(
+        f"it has epoch0.ckpt, last.ckpt: name {no_best}/checkpoints/epoch0.ckpt in ensemble= instead"
+    )
     with pytest.raises(ValueError, match="named twice"):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
 
@@ -190,7 +205,9 @@ def test_ensemble_notes_a_member_whose_split_differs(runs, tmp_path):
     out = tmp_path / "ens"
     analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{other}]", "split=val", f"out={out}"], out))
     (note,) = json.loads((out / "ensemble.json").read_text())["notes"]
-    assert note.startswith("Member 1 was trained with data.split_seed=7; the faces are those of data.path=")
+    assert note.startswith(
+        f"Ensemble member 1 ({other}) was trained with data.split_seed=7; the faces are those of"
+    )
     assert "data.split_seed=0" in note
 
 
@@ -204,6 +221,7 @@ def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monke
     monkeypatch.setattr("fer.ensemble.predict_proba", lambda *args, **kwargs: evaluated.append(args))
     out = tmp_path / "ens"
     members = f"ensemble=[{runs['cnn4']},{broken}]"
-    with pytest.raises(ValueError, match=rf"(?s)ckpt={broken}: its model config does not build.*\[8, 'X'\]"):
+    name = re.escape(f"ensemble member 1 ({broken})")
+    with pytest.raises(ValueError, match=rf"(?s){name}: its model config does not build.*\[8, 'X'\]"):
         analyze(compose_config("analyze", [members, f"out={out}"], tmp_path / "run"))
     assert evaluated == [] and not out.exists()

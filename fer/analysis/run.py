@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> Any:
     with timer("load"):
         model = load_model(ckpt, cfg.device)
         tta = chosen_tta(cfg.get("tta"), model.run_config)
-        data = data_config(model.run_config, cfg.data, ckpt)
+        data = data_config(model.run_config, cfg.data, f"ckpt={ckpt}")
         if predicting:
             faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
         else:

@@ -21,27 +21,30 @@ from fer.module import FERModule
 from fer.runtime import apply_runtime
 
 
-def checkpoint_path(ckpt: str | None, run: str | None) -> Path:
-    """The checkpoint that `ckpt=` names, or `run=`'s checkpoints/best.ckpt; errors say what is missing where."""
+def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None) -> Path:
+    """The checkpoint that `ckpt=` names, or `run=`'s checkpoints/best.ckpt; errors say what is missing where
+    (`member` names an ensemble member in them instead of the option)."""
     if ckpt and run:
         raise ValueError(f"pass ckpt=PATH or run=RUN_DIR, not both (got ckpt={ckpt} run={run})")
     if run:
+        name = member or f"run={run}"
         folder = Path(run) / "checkpoints"
         if not Path(run).is_dir():
-            raise FileNotFoundError(f"run={run}: no such run folder")
+            raise FileNotFoundError(f"{name}: no such run folder")
         if not (folder / "best.ckpt").is_file():
             found = sorted(p.name for p in folder.glob("*.ckpt"))
-            hint = (
-                f"it has {', '.join(found)}: pass ckpt={folder / found[0]}"
-                if found
-                else "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
-            )
-            raise FileNotFoundError(f"run={run}: no {folder / 'best.ckpt'}; {hint}")
+            if found:
+                other = folder / found[0]
+                use = f"name {other} in ensemble= instead" if member else f"pass ckpt={other}"
+                hint = f"it has {', '.join(found)}: {use}"
+            else:
+                hint = "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
+            raise FileNotFoundError(f"{name}: no {folder / 'best.ckpt'}; {hint}")
         rundir.verify_checkpoint(Path(run), folder / "best.ckpt")  # against metrics.json's sha256
         return folder / "best.ckpt"
     if ckpt:
         if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
+            raise FileNotFoundError(f"{member or f'ckpt={ckpt}'}: no such checkpoint file")
         return Path(ckpt)
     raise ValueError(
         "nothing to analyse: pass ckpt=PATH.ckpt, run=RUN_DIR (uses RUN_DIR/checkpoints/best.ckpt) "
@@ -54,17 +57,19 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def load_model(ckpt: Path, device: str) -> FERModule:
+def load_model(ckpt: Path, device: str, member: str | None = None) -> FERModule:
     """The checkpoint's module (weights only: a checkpoint cannot run code when loaded), in eval mode and
-    channels_last (cnn4 on 2 CPU cores: forward 1.5x, forward+backward 1.3x faster; same maths)."""
+    channels_last (cnn4 on 2 CPU cores: forward 1.5x, forward+backward 1.3x faster; same maths). Errors
+    name `member` (an ensemble member), else `ckpt=`."""
+    name = member or f"ckpt={ckpt}"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model = FERModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as e:
-        raise ValueError(f"ckpt={ckpt}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{name}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
     except InstantiationException as e:
-        raise ValueError(f"ckpt={ckpt}: its model config does not build with this code: {e}") from e
+        raise ValueError(f"{name}: its model config does not build with this code: {e}") from e
     return apply_runtime(model, channels_last=True).eval()
 
 
@@ -87,20 +92,21 @@ def _unknown_keys(changes: Mapping[str, Any], base: Mapping[str, Any], prefix: s
     return unknown
 
 
-def data_config(run_config: Mapping[str, Any] | None, changes: DictConfig, ckpt: Path) -> DictConfig:
+def data_config(run_config: Mapping[str, Any] | None, changes: DictConfig, name: str) -> DictConfig:
     """The checkpoint's data config with the command line's `data.*` changes merged on top; a key the
-    checkpoint's config lacks is an error (a typo would otherwise be ignored or fail far from here)."""
+    checkpoint's config lacks is an error (a typo would otherwise be ignored or fail far from here). `name`
+    says in errors which checkpoint that is."""
     given = _without_nulls(OmegaConf.to_container(changes, resolve=True))
     base = (run_config or {}).get("data")
     if base is None:
         if "path" not in given:
-            raise ValueError(f"ckpt={ckpt} holds no run_config (saved by an older fer): pass data.path=...")
+            raise ValueError(f"{name} holds no run_config (saved by an older fer): pass data.path=...")
         base = {"_target_": "fer.data.datamodule.FERDataModule"}
     else:
         unknown = _unknown_keys(given, base)
         if unknown:
             raise ValueError(
-                f"{', '.join(unknown)}: not in the data config of ckpt={ckpt}; "
+                f"{', '.join(unknown)}: not in the data config of {name}; "
                 f"its keys: {', '.join(k for k in base if k != '_target_')}"
             )
     return OmegaConf.merge(base, given)

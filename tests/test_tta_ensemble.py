@@ -194,6 +194,15 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
     )
     with pytest.raises(ValueError, match="named twice"):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
+    # A member whose classes come in another order cannot be averaged with the others.
+    ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["class_names"] = ckpt["hyper_parameters"]["class_names"][::-1]
+    reordered = tmp_path / "reordered.ckpt"
+    torch.save(ckpt, reordered)
+    with pytest.raises(
+        ValueError, match=re.escape(f"ensemble member 1 ({reordered}) has classes ['Neutral'")
+    ):
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{reordered}]"], tmp_path))
 
 
 def test_ensemble_notes_a_member_whose_split_differs(runs, tmp_path):

@@ -70,14 +70,13 @@ def ensemble(cfg: DictConfig) -> Path:
 
     # Every member loads before any is evaluated: one that cannot fails in seconds, not after the others'
     # minutes of TTA.
-    models = [load_model(ckpt, cfg.device, member_name(i, ckpt)) for i, ckpt in enumerate(ckpts)]
+    who = [member_name(i, ckpt) for i, ckpt in enumerate(ckpts)]
+    models = [load_model(ckpt, cfg.device, name) for ckpt, name in zip(ckpts, who)]
     names = models[0].class_names
-    for i, (ckpt, model) in enumerate(zip(ckpts, models)):
+    for name, model in zip(who[1:], models[1:]):
         if model.class_names != names:
-            raise ValueError(
-                f"{member_name(i, ckpt)} has classes {model.class_names}, {member_name(0, ckpts[0])} has {names}"
-            )
-    data = data_config(models[0].run_config, cfg.data, member_name(0, ckpts[0]))
+            raise ValueError(f"{name} has classes {model.class_names}, {who[0]} has {names}")
+    data = data_config(models[0].run_config, cfg.data, who[0])
     if predicting:
         faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
     else:
@@ -87,9 +86,8 @@ def ensemble(cfg: DictConfig) -> Path:
 
     members, member_probs, notes = [], [], []
     faces_config = OmegaConf.to_container(data, resolve=True)
-    for i, (ckpt, model) in enumerate(zip(ckpts, models)):
+    for i, (ckpt, model, name) in enumerate(zip(ckpts, models, who)):
         trained = (model.run_config or {}).get("data") or {}
-        name = member_name(i, ckpt)
         differing = [
             f"data.{k}={trained.get(k)!r}" for k in SPLIT_KEYS if trained.get(k) != faces_config.get(k)
         ]

@@ -26,8 +26,8 @@ def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None
     (`member` names an ensemble member in them instead of the option)."""
     if ckpt and run:
         raise ValueError(f"pass ckpt=PATH or run=RUN_DIR, not both (got ckpt={ckpt} run={run})")
+    name = member or (f"run={run}" if run else f"ckpt={ckpt}")
     if run:
-        name = member or f"run={run}"
         folder = Path(run) / "checkpoints"
         if not Path(run).is_dir():
             raise FileNotFoundError(f"{name}: no such run folder")
@@ -44,7 +44,7 @@ def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None
         return folder / "best.ckpt"
     if ckpt:
         if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"{member or f'ckpt={ckpt}'}: no such checkpoint file")
+            raise FileNotFoundError(f"{name}: no such checkpoint file")
         return Path(ckpt)
     raise ValueError(
         "nothing to analyse: pass ckpt=PATH.ckpt, run=RUN_DIR (uses RUN_DIR/checkpoints/best.ckpt) "

@@ -143,20 +143,21 @@ def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
     return {name: sha256(run_dir / name) for name in (BEST_CKPT, LAST_CKPT) if (run_dir / name).is_file()}
 
 
-def verify_checkpoint(run_dir: Path, ckpt: Path) -> None:
-    """Raise if `ckpt` differs from the sha256 the run's metrics.json recorded for it."""
+def verify_checkpoint(run_dir: Path, ckpt: Path, name: str) -> None:
+    """Raise if `ckpt` differs from the sha256 the run's metrics.json recorded for it; `name` says in the
+    error which option or ensemble member gave it."""
     metrics_file = run_dir / METRICS
     if not metrics_file.is_file():
         return
     recorded = json.loads(metrics_file.read_text()).get("checkpoints", {})
     ckpt, run_dir = ckpt.resolve(), run_dir.resolve()
-    name = ckpt.relative_to(run_dir).as_posix() if ckpt.is_relative_to(run_dir) else None
-    if name not in recorded:
+    key = ckpt.relative_to(run_dir).as_posix() if ckpt.is_relative_to(run_dir) else None
+    if key not in recorded:
         return
     actual = sha256(ckpt)
-    if actual != recorded[name]:
+    if actual != recorded[key]:
         raise ValueError(
-            f"{ckpt}: sha256 {actual} differs from the {recorded[name]} that {metrics_file} recorded when "
+            f"{name}: {ckpt}: sha256 {actual} differs from the {recorded[key]} that {metrics_file} recorded when "
             "training ended: the file was changed or damaged since (or a resumed run is still training); "
             "retrain, or restore it from a backup"
         )

@@ -26,6 +26,7 @@ import html
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -377,7 +378,8 @@ def test_changed_checkpoint_is_refused_by_analyze(reference):
     data = bytearray((broken / rundir.BEST_CKPT).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (broken / rundir.BEST_CKPT).write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"best.ckpt: sha256 [0-9a-f]{64} differs from the [0-9a-f]{64}"):
+    name = re.escape(f"run={broken}: {broken.resolve() / rundir.BEST_CKPT}")
+    with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
         checkpoint_path(None, str(broken))
 
 

@@ -192,6 +192,14 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
     assert str(error.value).endswith(
         f"it has epoch0.ckpt, last.ckpt: name {no_best}/checkpoints/epoch0.ckpt in ensemble= instead"
     )
+    # A member whose best.ckpt changed since its run recorded the file's sha256.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["cnn4"], damaged)
+    data = bytearray((damaged / "checkpoints/best.ckpt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / "checkpoints/best.ckpt").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(f"ensemble member 1 ({damaged}): ") + ".*: sha256 "):
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{damaged}]"], tmp_path))
     with pytest.raises(ValueError, match="named twice"):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
     # A member whose classes come in another order cannot be averaged with the others.

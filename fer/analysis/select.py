@@ -40,7 +40,7 @@ def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None
             else:
                 hint = "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
             raise FileNotFoundError(f"{name}: no {folder / 'best.ckpt'}; {hint}")
-        rundir.verify_checkpoint(Path(run), folder / "best.ckpt")  # against metrics.json's sha256
+        rundir.verify_checkpoint(Path(run), folder / "best.ckpt", name)  # against metrics.json's sha256
         return folder / "best.ckpt"
     if ckpt:
         if not Path(ckpt).is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def quick_run(faces: int, seed: int = 0) -> list[str]:
         "trainer.accelerator=cpu",
         "callbacks.rich_progress_bar=null",
     ]
+
+
+def damaged_copy(run_dir: Path, dest: Path) -> Path:
+    """A copy of `run_dir` at `dest` whose checkpoints/best.ckpt has one byte flipped since its run recorded
+    the file's sha256."""
+    shutil.copytree(run_dir, dest)
+    ckpt = dest / "checkpoints/best.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    return dest
 
 
 # A small, quick synthetic setup for end-to-end runs.

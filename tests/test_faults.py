@@ -50,7 +50,7 @@ from fer.files import write_json, write_text
 from fer.report import write_report
 from fer.schema import ConfigError, validate
 from fer.train import read_data, resolve_ckpt_path, run
-from tests.conftest import CONF, ROOT, compose_config, quick_run
+from tests.conftest import CONF, ROOT, compose_config, damaged_copy, quick_run
 
 # A seeded run small enough to repeat several times: 300 faces, batches of 16, 3 train batches an epoch,
 # with augmentation (flips, shifts) and shuffling, so every random stream matters.
@@ -373,11 +373,7 @@ def test_duplicate_test_ids_name_their_lines(tmp_path):
 def test_changed_checkpoint_is_refused_by_analyze(reference):
     run_dir = reference[0].parent / "reference"
     assert checkpoint_path(None, str(run_dir)) == run_dir / rundir.BEST_CKPT  # intact: accepted
-    broken = run_dir.parent / "broken"
-    shutil.copytree(run_dir, broken)
-    data = bytearray((broken / rundir.BEST_CKPT).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (broken / rundir.BEST_CKPT).write_bytes(bytes(data))
+    broken = damaged_copy(run_dir, run_dir.parent / "broken")
     name = re.escape(f"run={broken}: {broken.resolve() / rundir.BEST_CKPT}")
     with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
         checkpoint_path(None, str(broken))

@@ -17,7 +17,7 @@ from fer.data.datamodule import FERDataModule
 from fer.predict import predict_proba
 from fer.train import run as train
 from fer.tta import tta_log_probs, tta_views
-from tests.conftest import compose_config, quick_run
+from tests.conftest import compose_config, damaged_copy, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
 TINY = [
@@ -193,11 +193,7 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
         f"it has epoch0.ckpt, last.ckpt: name {no_best}/checkpoints/epoch0.ckpt in ensemble= instead"
     )
     # A member whose best.ckpt changed since its run recorded the file's sha256.
-    damaged = tmp_path / "damaged"
-    shutil.copytree(runs["cnn4"], damaged)
-    data = bytearray((damaged / "checkpoints/best.ckpt").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (damaged / "checkpoints/best.ckpt").write_bytes(bytes(data))
+    damaged = damaged_copy(runs["cnn4"], tmp_path / "damaged")
     with pytest.raises(ValueError, match=re.escape(f"ensemble member 1 ({damaged}): ") + ".*: sha256 "):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{damaged}]"], tmp_path))
     with pytest.raises(ValueError, match="named twice"):

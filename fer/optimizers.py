@@ -1,0 +1,118 @@
+"""`optim=muon`: Muon on a net's conv filters and AdamW on the rest, as one torch optimizer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim.adamw import adamw
+
+# The quintic Newton-Schulz coefficients of Muon (and of torch.optim.Muon's defaults).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+    """About the nearest semi-orthogonal matrix to a 2-D `matrix` (U V^T of its SVD), by Muon's Newton-Schulz
+    iteration: its singular values end between about 0.7 and 1.2 (all that Muon needs), directions unchanged."""
+    a, b, c = NS_COEFFICIENTS
+    wide = matrix.shape[0] <= matrix.shape[1]
+    x = matrix if wide else matrix.T  # iterate on the smaller Gram matrix
+    x = x / (x.norm() + eps)  # singular values into [0, 1], where the iteration converges
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if wide else x.T
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon (momentum, Nesterov by default, then the update orthogonalised) on every 4-D parameter, a conv's filters,
+    and AdamW on every other one: BatchNorm, biases, the fully connected head.
+
+    Written here because torch.optim.Muon takes 2-D parameters only: a conv's filters are orthogonalised as
+    the matrix (out_channels, in_channels * kh * kw), as in Keller Jordan's airbench. Each update is scaled by
+    0.2 * sqrt(max(rows, columns)), torch.optim.Muon's "match_rms_adamw" (Moonlight's), so that it has
+    AdamW's size and both kinds of parameters share one learning rate, weight decay and schedule.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+    ) -> None:
+        params = list(params)
+        if any(isinstance(p, dict) for p in params):
+            raise ValueError("MuonAdamW splits the parameters itself: pass tensors, not parameter groups")
+        groups = [
+            {"params": [p for p in params if p.ndim == 4], "muon": True},
+            {"params": [p for p in params if p.ndim != 4], "muon": False},
+        ]
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+        )
+        super().__init__([g for g in groups if g["params"]], defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["muon"]:
+                self._muon_step(group, params)
+            else:
+                self._adamw_step(group, params)
+        return loss
+
+    def _muon_step(self, group: dict, params: list[Tensor]) -> None:
+        lr, mu = group["lr"], group["momentum"]
+        for p in params:
+            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.mul_(mu).add_(p.grad)
+            update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
+            # In bfloat16, as Muon's reference implementation: the iteration tolerates its rounding, and on
+            # an AVX512-BF16 CPU vgg8's optimizer step took 34 ms against 49-66 ms in float32 (2 cores).
+            matrix = update.reshape(len(p), -1).bfloat16()
+            ortho = orthogonalize(matrix, group["ns_steps"])
+            p.mul_(1 - lr * group["weight_decay"])  # decoupled, as AdamW's
+            scale = 0.2 * math.sqrt(max(matrix.shape))
+            p.add_(ortho.reshape(p.shape).to(p.dtype), alpha=-lr * scale)
+
+    def _adamw_step(self, group: dict, params: list[Tensor]) -> None:
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(
+                    step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p)
+                )
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )

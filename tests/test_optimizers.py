@@ -1,0 +1,99 @@
+"""optim=muon (fer/optimizers.py): orthogonalised conv updates, AdamW's exact steps elsewhere, and a state
+that checkpoints and resumes."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from fer.optimizers import MuonAdamW, orthogonalize
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+
+
+def train_steps(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int = 1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = (
+            torch.randn(16, 1, 10, 10, generator=generator),
+            torch.randint(0, 3, (16,), generator=generator),
+        )
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("shape", [(16, 72), (72, 16), (32, 32)])
+def test_orthogonalize_keeps_the_singular_vectors_and_flattens_the_singular_values(shape):
+    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 5
+    ortho = orthogonalize(matrix)
+    assert ortho.shape == matrix.shape
+    values = torch.linalg.svdvals(ortho)
+    assert values.min() > 0.6 and values.max() < 1.25, values
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    assert nn.functional.cosine_similarity(ortho.flatten(), (u @ vh).flatten(), dim=0) > 0.95
+
+
+def test_conv_filters_take_muon_steps_and_the_rest_adamw_steps():
+    net = small_net()
+    optimizer = MuonAdamW(net.parameters(), lr=0.01, weight_decay=0.0)
+    muon, adam = optimizer.param_groups
+    assert muon["muon"] and [p.shape for p in muon["params"]] == [(8, 1, 3, 3), (16, 8, 3, 3)]
+    assert not adam["muon"] and all(p.ndim != 4 for p in adam["params"])
+    conv = net[3].weight
+    before = conv.detach().clone()
+    train_steps(net, optimizer, 1)
+    # The first step: an orthogonal (16, 72) update of AdamW's size, 0.2 * sqrt(72) times the learning rate.
+    step = (conv.detach() - before).reshape(16, -1) / (0.01 * 0.2 * 72**0.5)
+    values = torch.linalg.svdvals(step)
+    assert values.min() > 0.6 and values.max() < 1.25, values
+
+
+def test_parameters_other_than_conv_filters_follow_torch_adamw_exactly():
+    # Frozen filters (no gradient, so no step) keep both nets' other gradients equal at every step.
+    nets = small_net(), small_net()
+    for net in nets:
+        for conv in (net[0], net[3]):
+            conv.weight.requires_grad_(False)
+    kwargs = dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    train_steps(nets[0], MuonAdamW(nets[0].parameters(), **kwargs), 3)
+    train_steps(nets[1], torch.optim.AdamW(nets[1].parameters(), **kwargs), 3)
+    for (name, p), q in zip(nets[0].named_parameters(), nets[1].parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+    assert not torch.equal(nets[0][6].weight, small_net()[6].weight)  # the head did move
+
+
+def test_state_round_trips_through_a_weights_only_checkpoint_and_resumes_the_same():
+    net = small_net()
+    optimizer = MuonAdamW(net.parameters(), lr=0.01, weight_decay=0.05)
+    train_steps(net, optimizer, 2)
+    buffer = io.BytesIO()
+    torch.save({"net": net.state_dict(), "optim": optimizer.state_dict()}, buffer)
+    train_steps(net, optimizer, 2, seed=5)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed = small_net()
+    resumed.load_state_dict(saved["net"])
+    resumed_optimizer = MuonAdamW(resumed.parameters(), lr=0.01, weight_decay=0.05)
+    resumed_optimizer.load_state_dict(saved["optim"])
+    train_steps(resumed, resumed_optimizer, 2, seed=5)
+    for p, q in zip(net.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_parameter_groups_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="pass tensors, not parameter groups"):
+        MuonAdamW([{"params": [nn.Parameter(torch.zeros(2))]}])

@@ -1,7 +1,7 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
 `--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
-loop in fp32 and bf16 autocast, contiguous and channels_last, and the plain loop under `torch.compile`,
-all measured in the same run.
+loop in fp32 and bf16 autocast, contiguous and channels_last, the plain loop under `torch.compile`, and
+the cost of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
@@ -31,7 +31,6 @@ from fer.module import FERModule
 from fer.runtime import apply_runtime
 
 AUG = {"hflip": 0.5, "pad_crop": 2}
-OPTIM = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -61,19 +60,20 @@ class Plan:
     warmup: int
 
 
-def built(name: str, channels_last: bool) -> FERModule:
+def built(name: str, channels_last: bool, optim: str) -> FERModule:
     torch.manual_seed(0)
-    return apply_runtime(
-        FERModule(model=compose_option("model", name), optim=OPTIM), channels_last=channels_last
-    )
+    module = FERModule(model=compose_option("model", name), optim=compose_option("optim", optim))
+    return apply_runtime(module, channels_last=channels_last)
 
 
-def plain_loop(name: str, plan: Plan, bf16: bool, channels_last: bool, compile: bool = False) -> float:
-    """Images per second of a hand-written training loop: forward, cross-entropy, backward, AdamW step;
-    with `compile`, of the `torch.compile`d module (compiled during the warm-up batches)."""
+def plain_loop(
+    name: str, plan: Plan, bf16: bool, channels_last: bool, compile: bool = False, optim: str = "adamw"
+) -> float:
+    """Images per second of a hand-written training loop: forward, cross-entropy, backward, optimizer step
+    (conf/optim/`optim`); with `compile`, of the `torch.compile`d module (compiled during the warm-up batches)."""
     datamodule, device, n, warmup = plan.datamodule, plan.device, plan.n, plan.warmup
-    module = built(name, channels_last).to(device)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    module = built(name, channels_last, optim).to(device)
+    optimizer = module.configure_optimizers()["optimizer"]
     forward = torch.compile(module) if compile else module
     loader = batches(datamodule, device)
     start = 0.0
@@ -107,9 +107,9 @@ class BatchClock(pl.Callback):
         self.end = time.perf_counter()
 
 
-def fer_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
+def fer_loop(name: str, plan: Plan, bf16: bool, channels_last: bool, optim: str = "adamw") -> float:
     """Images per second of fer's FERModule under a Lightning Trainer (no validation, logging or checkpoints)."""
-    module, clock, device = built(name, channels_last), BatchClock(plan.warmup), plan.device
+    module, clock, device = built(name, channels_last, optim), BatchClock(plan.warmup), plan.device
     trainer = pl.Trainer(
         accelerator=device.type,
         devices=1,
@@ -130,7 +130,7 @@ def fer_loop(name: str, plan: Plan, bf16: bool, channels_last: bool) -> float:
 def inference(
     name: str, device: torch.device, bf16: bool, channels_last: bool, batch_size: int, n: int
 ) -> float:
-    module = built(name, channels_last).to(device).eval()
+    module = built(name, channels_last, "adamw").to(device).eval()
     images = torch.rand(batch_size, 1, 48, 48, device=device) * 255
 
     def forward() -> None:
@@ -157,6 +157,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument(
+        "--optims",
+        nargs="*",
+        default=["muon"],
+        help="conf/optim options measured against adamw (the other measurements') at bf16 + channels_last",
+    )
     args = parser.parse_args()
     device = torch.device(
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
@@ -202,12 +208,21 @@ def main() -> None:
             print(
                 f"{label:<6} bf16/fp32 {bf16_gain:.2f}  channels_last/contiguous {cl_gain:.2f}  both/neither {both:.2f}"
             )
+        eager = results[True, True]
+        for optim in args.optims:
+            plain, fer = (
+                plain_loop(name, plan, True, True, optim=optim),
+                fer_loop(name, plan, True, True, optim),
+            )
+            print(
+                f"bf16 channels_last, optim={optim}: plain {plain:.0f}, fer {fer:.0f} img/s; "
+                f"against adamw {plain / eager[0]:.2f} / {fer / eager[1]:.2f}"
+            )
         if args.no_compile:
             continue
         compiled = plain_loop(name, plan, True, True, compile=True)
-        eager = results[True, True][0]
         print(
-            f"plain bf16 channels_last, torch.compile: {compiled:.0f} img/s, compiled/eager {compiled / eager:.2f}"
+            f"plain bf16 channels_last, torch.compile: {compiled:.0f} img/s, compiled/eager {compiled / eager[0]:.2f}"
         )
 
 

@@ -11,6 +11,19 @@ from torch.optim.adamw import adamw
 
 # The quintic Newton-Schulz coefficients of Muon (and of torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or an x86 CPU
+    with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # torch.cpu's checks are private, but torch has no public one for this: torch.backends.mkldnn's bf16
+    # support also holds on plain AVX-512, where vgg8's optimizer step took 96 ms in bfloat16 against 46 in float32.
+    return device.type == "cpu" and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
 
 
 def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
@@ -34,6 +47,8 @@ class MuonAdamW(torch.optim.Optimizer):
     the matrix (out_channels, in_channels * kh * kw), as in Keller Jordan's airbench. Each update is scaled by
     0.2 * sqrt(max(rows, columns)), torch.optim.Muon's "match_rms_adamw" (Moonlight's), so that it has
     AdamW's size and both kinds of parameters share one learning rate, weight decay and schedule.
+    `ns_dtype` is the orthogonalisation's dtype: "bfloat16", "float32", or "auto", bfloat16 where the device
+    computes it natively (`native_bfloat16`), else float32.
     """
 
     def __init__(
@@ -46,10 +61,13 @@ class MuonAdamW(torch.optim.Optimizer):
         momentum: float = 0.95,
         nesterov: bool = True,
         ns_steps: int = 5,
+        ns_dtype: str = "auto",
     ) -> None:
         params = list(params)
         if any(isinstance(p, dict) for p in params):
             raise ValueError("MuonAdamW splits the parameters itself: pass tensors, not parameter groups")
+        if ns_dtype not in ("auto", *NS_DTYPES):
+            raise ValueError(f"optim.ns_dtype: expected auto, bfloat16 or float32, got {ns_dtype!r}")
         groups = [
             {"params": [p for p in params if p.ndim == 4], "muon": True},
             {"params": [p for p in params if p.ndim != 4], "muon": False},
@@ -62,8 +80,14 @@ class MuonAdamW(torch.optim.Optimizer):
             momentum=momentum,
             nesterov=nesterov,
             ns_steps=ns_steps,
+            ns_dtype=ns_dtype,
         )
         super().__init__([g for g in groups if g["params"]], defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("ns_dtype", "auto")  # a checkpoint from before ns_dtype was an option
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -85,9 +109,13 @@ class MuonAdamW(torch.optim.Optimizer):
             buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
             buf.mul_(mu).add_(p.grad)
             update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
-            # In bfloat16, as Muon's reference implementation: the iteration tolerates its rounding, and on
-            # an AVX512-BF16 CPU vgg8's optimizer step took 34 ms against 49-66 ms in float32 (2 cores).
-            matrix = update.reshape(len(p), -1).bfloat16()
+            # bfloat16 where native, as Muon's reference implementation: the iteration tolerates its rounding.
+            # vgg8's optimizer step on 2 cores of an AVX512-BF16 CPU: 26 ms in bfloat16, 44 in float32; with the
+            # BF16 instructions masked (ONEDNN_MAX_CPU_ISA=AVX2) 1400 ms against 49 (bench/bench_optimizer.py).
+            name = group["ns_dtype"]
+            if name == "auto":
+                name = "bfloat16" if native_bfloat16(p.device) else "float32"
+            matrix = update.reshape(len(p), -1).to(NS_DTYPES[name])
             ortho = orthogonalize(matrix, group["ns_steps"])
             p.mul_(1 - lr * group["weight_decay"])  # decoupled, as AdamW's
             scale = 0.2 * math.sqrt(max(matrix.shape))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import fer.optimizers
 from fer.optimizers import MuonAdamW, orthogonalize
 
 
@@ -92,6 +93,46 @@ def test_state_round_trips_through_a_weights_only_checkpoint_and_resumes_the_sam
     train_steps(resumed, resumed_optimizer, 2, seed=5)
     for p, q in zip(net.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def first_conv_step(ns_dtype: str) -> torch.Tensor:
+    """The first update MuonAdamW(lr=1, momentum=0.5, no decay) gives a (4, 2, 3, 3) filter, as a (4, 18) matrix."""
+    weight = nn.Parameter(torch.zeros(4, 2, 3, 3))
+    weight.grad = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    MuonAdamW([weight], lr=1.0, momentum=0.5, ns_dtype=ns_dtype).step()
+    return -weight.detach().reshape(4, -1) / (0.2 * 18**0.5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_ns_dtype_picks_the_orthogonalisation_precision_and_auto_follows_the_hardware(monkeypatch, native):
+    grad = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0)).reshape(4, -1)
+    nesterov = grad * 1.5  # the first step's gradient plus momentum 0.5 times its buffer, the gradient
+    expected = {
+        name: orthogonalize(nesterov.to(dtype)).float() for name, dtype in fer.optimizers.NS_DTYPES.items()
+    }
+    assert (expected["bfloat16"] - expected["float32"]).abs().max() > 1e-3  # the two precisions differ here
+    for name in expected:
+        torch.testing.assert_close(first_conv_step(name), expected[name])
+    monkeypatch.setattr(fer.optimizers, "native_bfloat16", lambda device: native)
+    torch.testing.assert_close(first_conv_step("auto"), expected["bfloat16" if native else "float32"])
+
+
+def test_a_checkpoint_from_before_ns_dtype_resumes_with_auto():
+    net = small_net()
+    optimizer = MuonAdamW(net.parameters(), lr=0.01)
+    train_steps(net, optimizer, 1)
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        del group["ns_dtype"]
+    resumed = MuonAdamW(net.parameters(), lr=0.01, ns_dtype="float32")
+    resumed.load_state_dict(state)
+    assert [g["ns_dtype"] for g in resumed.param_groups] == ["auto", "auto"]
+    train_steps(net, resumed, 1)
+
+
+def test_an_unknown_ns_dtype_is_refused_by_its_config_key():
+    with pytest.raises(ValueError, match="optim.ns_dtype: expected auto, bfloat16 or float32, got 'fp16'"):
+        MuonAdamW([nn.Parameter(torch.zeros(2))], ns_dtype="fp16")
 
 
 def test_parameter_groups_are_refused_with_the_reason():

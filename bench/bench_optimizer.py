@@ -12,21 +12,20 @@ from __future__ import annotations
 import argparse
 
 import torch
-from hydra.utils import instantiate
 from timing import best_of
 
 from fer.config import compose_option
-from fer.models import build_model
+from fer.module import FERModule
 from fer.optimizers import native_bfloat16
 
 
 def step_ms(model: str, optim: dict, repeats: int) -> float:
     """Fastest of `repeats` steps of `optim` on `model`'s parameters, after one untimed step (state creation)."""
     torch.manual_seed(0)
-    params = list(build_model(compose_option("model", model)).parameters())
-    for p in params:
+    module = FERModule(model=compose_option("model", model), optim=optim)
+    for p in module.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    optimizer = instantiate(optim, params=params, _convert_="all")
+    optimizer = module.configure_optimizers()["optimizer"]
     optimizer.step()
     return best_of(repeats, optimizer.step) * 1e3
 

@@ -18,7 +18,7 @@ def native_bfloat16(device: torch.device) -> bool:
     """Whether `device` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or an x86 CPU
     with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     # torch.cpu's checks are private, but torch has no public one for this: torch.backends.mkldnn's bf16
     # support also holds on plain AVX-512, where vgg8's optimizer step took 96 ms in bfloat16 against 46 in float32.
     return device.type == "cpu" and (
@@ -105,16 +105,16 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def _muon_step(self, group: dict, params: list[Tensor]) -> None:
         lr, mu = group["lr"], group["momentum"]
+        # bfloat16 where native, as Muon's reference implementation: the iteration tolerates its rounding.
+        # vgg8's optimizer step on 2 cores of an AVX512-BF16 CPU: 26 ms in bfloat16, 44 in float32; with the
+        # BF16 instructions masked (ONEDNN_MAX_CPU_ISA=AVX2) 1400 ms against 49 (bench/bench_optimizer.py).
+        name = group["ns_dtype"]
+        if name == "auto" and params:
+            name = "bfloat16" if native_bfloat16(params[0].device) else "float32"
         for p in params:
             buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
             buf.mul_(mu).add_(p.grad)
             update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
-            # bfloat16 where native, as Muon's reference implementation: the iteration tolerates its rounding.
-            # vgg8's optimizer step on 2 cores of an AVX512-BF16 CPU: 26 ms in bfloat16, 44 in float32; with the
-            # BF16 instructions masked (ONEDNN_MAX_CPU_ISA=AVX2) 1400 ms against 49 (bench/bench_optimizer.py).
-            name = group["ns_dtype"]
-            if name == "auto":
-                name = "bfloat16" if native_bfloat16(p.device) else "float32"
             matrix = update.reshape(len(p), -1).to(NS_DTYPES[name])
             ortho = orthogonalize(matrix, group["ns_steps"])
             p.mul_(1 - lr * group["weight_decay"])  # decoupled, as AdamW's

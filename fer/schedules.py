@@ -69,6 +69,15 @@ class BudgetedLR(LRScheduler):
             self.elapsed += now - self._tick
         return now
 
+    def end_within(self, seconds: float) -> None:
+        """Shorten the budget in seconds so that it is spent at most `seconds` from now; never lengthen it.
+        A deadline past already (`seconds` <= 0) spends it now: the fit stops at its next step."""
+        if not self.seconds:
+            raise ValueError("BudgetedLR.end_within needs a budget in seconds")
+        now = self.elapsed + (time.perf_counter() - self._tick if self._tick is not None else 0.0)
+        # Kept positive: a budget of 0 seconds would read as no budget in seconds at all.
+        self.seconds = max(min(self.seconds, now + max(seconds, 0.0)), 1e-6)
+
     def step(self, epoch: int | None = None) -> None:  # noqa: ARG002 (the base signature)
         if not self._synced:
             self._tick = self._advance_clock()

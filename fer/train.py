@@ -212,6 +212,8 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     print_config(cfg, run_dir / rundir.CONFIG)
+    # Built first: a callback's clock (callbacks.run_deadline) starts with the run, data loading included.
+    callbacks = build_callbacks(cfg, run_dir)
 
     datamodule: FERDataModule = instantiate(cfg.data, aug=OmegaConf.to_container(cfg.aug, resolve=True))
     data_notes = read_data(datamodule)
@@ -220,7 +222,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     apply_runtime(module, **cfg.runtime)
     module.tta = OmegaConf.to_container(cfg.tta, resolve=True)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, run_dir), logger=build_loggers(cfg, run_dir) or False
+        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, run_dir) or False
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -220,6 +220,19 @@ def test_a_fit_of_no_epoch_limit_is_sized_by_seconds_or_refused(tmp_path):
     assert metrics["epochs"] >= 1 and metrics["test"]["test/acc"] is not None
 
 
+def test_a_run_deadline_ends_a_timed_fit_early_and_needs_one(tmp_path, caplog):
+    deadline = ["callbacks=[default,run_deadline]", "trainer.max_epochs=4"]
+    # A deadline already past at the first validation: the schedule's 1000 s end at the next step.
+    timed = ["sched=budget", "sched.scheduler.seconds=1000", "callbacks.run_deadline.seconds=0.01"]
+    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
+        run(compose_config("train", [*TINY, *deadline, *timed], tmp_path / "a"))
+    assert "run deadline (0 s): the schedule's budget shrinks from 1000 s to" in caplog.text
+    metrics = json.loads((tmp_path / "a" / rundir.METRICS).read_text())
+    assert metrics["epochs"] == 2 and metrics["test"]["test/acc"] is not None
+    with pytest.raises(ValueError, match="callbacks.run_deadline shortens a schedule in seconds"):
+        run(compose_config("train", [*TINY, *deadline], tmp_path / "b"))
+
+
 def test_successful_resume_removes_stale_error(tmp_path):
     run_dir = tmp_path / "run"
     run(compose_config("train", [*TINY, "trainer.max_epochs=1"], run_dir))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Timer
 
-from fer.callbacks.budget import BudgetProgress
+from fer.callbacks.budget import BudgetProgress, RunDeadline
 from fer.data.transforms import random_crop
 from fer.module import FERModule
 from fer.schedules import BudgetedLR, fit_progress
@@ -63,6 +63,65 @@ def test_ddp_sync_counts_every_batch_and_steps_on_rank_zeros_reading_only() -> N
     synced.step()
     assert synced.elapsed == reading  # the rates of a step come from the broadcast reading alone
     assert "_synced" not in synced.state_dict()
+
+
+def test_end_within_shortens_a_seconds_budget_and_never_lengthens_it(monkeypatch) -> None:
+    clock = SimpleNamespace(perf_counter=lambda: 50.0)
+    monkeypatch.setattr("fer.schedules.time", clock)
+    scheduler = _scheduler(total_steps=None, seconds=100.0)
+    scheduler.elapsed, scheduler._tick = 30.0, 45.0  # 30 s counted at the last step, 5 s ago
+    scheduler.end_within(40.0)  # 35 s spent now, 40 more allowed
+    assert scheduler.seconds == pytest.approx(75.0)
+    scheduler.end_within(60.0)
+    assert scheduler.seconds == pytest.approx(75.0)
+    scheduler.end_within(-3.0)  # a deadline already past: the budget is spent now
+    assert scheduler.seconds == pytest.approx(35.0)
+    clock.perf_counter = lambda: 51.0
+    scheduler.optimizer.step()
+    scheduler.step()
+    assert scheduler.finished and scheduler.get_last_lr()[0] == 0.0
+    with pytest.raises(ValueError, match="needs a budget in seconds"):
+        _scheduler(total_steps=10).end_within(5.0)
+
+
+def _validate(callback: RunDeadline, scheduler: BudgetedLR, clock: SimpleNamespace, start: float, end: float):
+    """Run `callback`'s validation hooks at clock readings `start` and `end` on a stand-in trainer: 100 val
+    faces, 50 test faces, a module tested with ten-crop TTA."""
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+        datamodule=SimpleNamespace(faces={"val": [0] * 100, "test": [0] * 50}),
+        strategy=SimpleNamespace(broadcast=lambda value, src: value),
+    )
+    module = SimpleNamespace(tta={"name": "crops", "flip": True, "shift": 2})
+    clock.monotonic = clock.perf_counter = lambda: start
+    callback.on_validation_epoch_start(trainer, module)
+    clock.monotonic = clock.perf_counter = lambda: end
+    callback.on_validation_epoch_end(trainer, module)
+
+
+def test_run_deadline_ends_the_schedule_in_time_for_the_last_validation_and_the_test(monkeypatch, caplog):
+    clock = SimpleNamespace(monotonic=lambda: 0.0, perf_counter=lambda: 0.0)
+    monkeypatch.setattr("fer.schedules.time", clock)
+    monkeypatch.setattr("fer.callbacks.budget.time", clock)
+    callback = RunDeadline(seconds=100.0, margin=5.0)  # the run starts at 0
+    scheduler = _scheduler(total_steps=None, seconds=1000.0)
+    scheduler.elapsed, scheduler._tick = 30.0, 40.0  # the fit started at 10 s; its last step was at 40 s
+    with caplog.at_level(logging.INFO, logger="fer.callbacks.budget"):
+        _validate(callback, scheduler, clock, start=40.0, end=42.0)
+    # 2 s for 100 faces: the last validation takes 2 s more and the test's 50 faces x 10 views 10 s, plus
+    # the 5 s margin; 58 s to the deadline leave the fit 41 s from now, when its clock reads 32 s.
+    assert scheduler.seconds == pytest.approx(73.0)
+    assert "shrinks from 1000 s to 73 s, leaving ~17 s for the last validation and the test" in caplog.text
+    # A faster validation later asks for no more time than the schedule has left: it is left alone.
+    scheduler.elapsed, scheduler._tick = 40.0, 50.0
+    _validate(callback, scheduler, clock, start=50.0, end=50.5)
+    assert scheduler.seconds == pytest.approx(73.0)
+    # A deadline far off leaves a schedule alone from the start.
+    roomy = _scheduler(total_steps=None, seconds=1000.0)
+    roomy.elapsed, roomy._tick = 30.0, 40.0
+    _validate(RunDeadline(seconds=5000.0), roomy, clock, start=40.0, end=42.0)
+    assert roomy.seconds == 1000.0
 
 
 def test_bad_budgets_are_refused() -> None:

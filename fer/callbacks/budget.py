@@ -1,4 +1,5 @@
-"""`BudgetProgress`: one log line per epoch with the time spent and what is left of the run's budget."""
+"""Budget callbacks: `BudgetProgress` logs the time spent and left each epoch; `RunDeadline` ends a timed
+schedule early enough for the whole run, its test included, to fit a deadline."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
 
 from fer.schedules import budget_schedule
+from fer.tta import num_views
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +76,66 @@ class BudgetProgress(pl.Callback):
         if epochs_left is not None:
             message += f", {epochs_left} epochs to go (~{epochs_left * pace:.0f} s)"
         log.info(message)
+
+
+class RunDeadline(pl.Callback):
+    """Shortens a budget in seconds (`sched=budget` with `seconds`) so that the whole run, the last
+    validation and the test included, ends within `seconds` of the callback's construction, at the start
+    of the run, after Python has imported torch.
+
+    The schedule's seconds count only the fit. What follows it (one more validation, then the test with
+    its TTA views) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, ~80 s in
+    fp32. After each validation it is estimated from that validation's own time, scaled by the faces and
+    views the test will score, plus `margin` seconds (loading the best checkpoint, writing the run's
+    files); if the deadline leaves the schedule less than it has, the schedule ends sooner. Its learning
+    rate then steps down a little: the same linear decay, over a shorter budget. On a machine fast enough
+    the schedule is left alone.
+    """
+
+    def __init__(self, seconds: float, margin: float = 15.0) -> None:
+        if seconds <= 0:
+            raise ValueError(f"callbacks.run_deadline.seconds must be positive, got {seconds}")
+        if margin < 0:
+            raise ValueError(f"callbacks.run_deadline.margin must be at least 0, got {margin}")
+        self.seconds, self.margin = float(seconds), float(margin)
+        self.start = time.monotonic()
+        self._val_start: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        schedule = budget_schedule(trainer)
+        if schedule is None or not schedule.seconds:
+            raise ValueError(
+                "callbacks.run_deadline shortens a schedule in seconds, and this run has none: use "
+                "sched=budget with sched.scheduler.seconds set, or drop callbacks.run_deadline"
+            )
+        if "val" not in trainer.datamodule.faces:
+            raise ValueError(
+                "callbacks.run_deadline measures the pace on the validation split, and this run has none: "
+                "set data.splits.val or data.val_fraction, or drop callbacks.run_deadline"
+            )
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self._val_start is None:
+            return
+        now = time.monotonic()
+        faces = trainer.datamodule.faces
+        test_faces = len(faces["test"]) * num_views(getattr(pl_module, "tta", None)) if "test" in faces else 0
+        # This validation's pace, per face, for the last one and the test: both score 48x48 faces in eval mode.
+        reserve = (now - self._val_start) * (1 + test_faces / len(faces["val"])) + self.margin
+        left = self.seconds - (now - self.start) - reserve  # for fitting, from now
+        left = float(trainer.strategy.broadcast(left, src=0))  # every rank must step the same rates
+        schedule = budget_schedule(trainer)
+        before = schedule.seconds
+        schedule.end_within(left)
+        if schedule.seconds < before - 1:
+            log.info(
+                "run deadline (%.0f s): the schedule's budget shrinks from %.0f s to %.0f s, leaving ~%.0f s "
+                "for the last validation and the test",
+                self.seconds,
+                before,
+                schedule.seconds,
+                reserve,
+            )

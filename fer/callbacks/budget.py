@@ -84,7 +84,7 @@ class RunDeadline(pl.Callback):
     of the run, after Python has imported torch.
 
     The schedule's seconds count only the fit. What follows it (one more validation, then the test with
-    its TTA views) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, ~80 s in
+    its TTA views) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, 65-80 s in
     fp32. After each validation it is estimated from that validation's own time, scaled by the faces and
     views the test will score, plus `margin` seconds (loading the best checkpoint, writing the run's
     files); if the deadline leaves the schedule less than it has, the schedule ends sooner. Its learning

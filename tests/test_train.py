@@ -232,3 +232,15 @@ def test_ddp_cpu_fit_ends_when_its_seconds_budget_is_spent(tmp_path):
     # is 0. The code that broadcast after the scheduler's step left a rate above 0: 3.3e-6 here (0.3% of the
     # peak), 1-7% of the peak with a 6 s budget.
     assert float(history(run_dir)[-1]["lr"]) == 0.0 < peak
+
+
+@pytest.mark.slow
+def test_ddp_cpu_run_deadline_stops_both_ranks_together(tmp_path):
+    # Rank 0's shortened budget is broadcast: were each rank to shorten its own, one could stop while the
+    # other waits for it in the next step's collective.
+    budget = ["sched=budget", "sched.scheduler.seconds=1000", "trainer.max_epochs=4"]
+    deadline = ["callbacks=[default,run_deadline]", "callbacks.run_deadline.seconds=0.01"]
+    run_dir = train_ddp_cpu(tmp_path, "data.batch_size=16", *budget, *deadline)
+    # Past the deadline at the first validation: the schedule ends at the next step, in the second epoch.
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[-1]["lr"]) == 0.0

@@ -123,7 +123,7 @@ class RunDeadline(pl.Callback):
         now = time.monotonic()
         faces = trainer.datamodule.faces
         test_faces = len(faces["test"]) * num_views(getattr(pl_module, "tta", None)) if "test" in faces else 0
-        # This validation's pace, per face, for the last one and the test: both score 48x48 faces in eval mode.
+        # This validation's pace, per face, for the last one and the test: both score inputs of one size in eval mode.
         reserve = (now - self._val_start) * (1 + test_faces / len(faces["val"])) + self.margin
         left = self.seconds - (now - self.start) - reserve  # for fitting, from now
         left = float(trainer.strategy.broadcast(left, src=0))  # every rank must step the same rates

@@ -1,8 +1,9 @@
 """`python analyze.py ensemble=[RUN_OR_CKPT,...]`: average the class probabilities of several checkpoints.
 
 Members may differ in architecture and normalization (each checkpoint carries its own); each is
-evaluated with the command line's `tta=`, else with the TTA its run was tested with. The faces are the
-first member's data (its test stage, or `split=`, or `predict=`). Writes ensemble.json (every number),
+evaluated with the command line's `tta=`, else with the TTA its run was tested with. A sweep folder gives
+a member per job, leaving out (with a note) the jobs that failed. The faces are the first member's data
+(its test stage, or `split=`), or those of `predict=`. Writes ensemble.json (every number),
 scores.csv (a row per member and one for the ensemble), predictions.csv (and submission.csv for the
 course layout's unlabelled test rows).
 """
@@ -10,7 +11,7 @@ course layout's unlabelled test rows).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,19 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, load_model, prediction_faces
+from fer import rundir
+from fer.analysis.select import (
+    checkpoint_path,
+    chosen_faces,
+    data_config,
+    load_model,
+    predicts_a_path,
+    prepare_output,
+    stale_files,
+)
 from fer.files import write_csv, write_json
 from fer.predict import predict_proba, scores, write_prediction_files
-from fer.summarize import job_dirs
+from fer.summarize import error_line, job_dirs
 from fer.tta import chosen_tta, tta_label
 
 log = logging.getLogger(__name__)
@@ -36,26 +46,88 @@ def member_name(i: int, entry: str | Path) -> str:
     return f"ensemble member {i} ({entry})"
 
 
-def member_checkpoints(entries: Sequence[str]) -> list[Path]:
+def member_checkpoints(entries: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The checkpoint of each entry: a checkpoint file, a run dir (its checkpoints/best.ckpt), or a sweep
-    folder (every job's checkpoints/best.ckpt, in job order)."""
+    folder (every job's checkpoints/best.ckpt, in job order, skipping the jobs that failed); and a note
+    per job skipped."""
     found: list[Path] = []
+    notes: list[str] = []
     for entry in entries:
         path = Path(entry)
         if path.is_file():
             found.append(checkpoint_path(str(path), None, member_name(len(found), path)))
-        elif path.is_dir() and not (path / "checkpoints").is_dir() and job_dirs(path):
-            for job in job_dirs(path):
-                found.append(checkpoint_path(None, str(job), member_name(len(found), job)))
+        elif path.is_dir() and not (path / rundir.CHECKPOINTS).is_dir() and job_dirs(path):
+            found += _sweep_checkpoints(path, len(found), notes)
         elif path.is_dir():
             found.append(checkpoint_path(None, str(path), member_name(len(found), path)))
         else:
             raise FileNotFoundError(
                 f"{member_name(len(found), entry)}: no checkpoint file, run folder or sweep folder"
             )
-    if len(set(found)) != len(found):
-        raise ValueError(f"ensemble: a checkpoint is named twice: {[str(p) for p in found]}")
+    _refuse_duplicates(found, entries)
+    return found, notes
+
+
+def _sweep_checkpoints(sweep: Path, first: int, notes: list[str]) -> list[Path]:
+    """The checkpoints of the jobs of `sweep` (members `first`, `first` + 1, ...) but for the jobs that
+    failed (an error.txt and no best.ckpt), each left out with a note in `notes` and the log."""
+    found, failed = [], []
+    for job in job_dirs(sweep):
+        if (job / rundir.ERROR).is_file() and not (job / rundir.BEST_CKPT).is_file():
+            failed.append(f"job {job.name}: {error_line(job)}")
+        else:
+            found.append(checkpoint_path(None, str(job), member_name(first + len(found), job)))
+    if not found:
+        raise FileNotFoundError(
+            f"ensemble: no job of the sweep folder {sweep} is usable, every one failed "
+            f"({'; '.join(failed)}); see each job's error.txt"
+        )
+    for line in failed:
+        notes.append(f"The sweep {sweep} left out its failed {line}")
+        log.warning("%s", notes[-1])
     return found
+
+
+def _refuse_duplicates(found: list[Path], entries: Sequence[str]) -> None:
+    """Raise if two members are one checkpoint file (two spellings of a path, or a link to it)."""
+    first: dict[Path, int] = {}
+    for i, ckpt in enumerate(found):
+        j = first.setdefault(ckpt.resolve(), i)
+        if j != i:
+            raise ValueError(
+                f"ensemble: {member_name(j, found[j])} and {member_name(i, ckpt)} are one checkpoint, "
+                f"{ckpt.resolve()}, named twice (in ensemble={list(entries)}): name it once"
+            )
+
+
+def _other_split_note(name: str, trained: Mapping[str, Any], faces: Mapping[str, Any]) -> str | None:
+    """A note when member `name`, trained with data config `trained`, may have trained on some of the faces
+    scored, those of the first member's data config `faces` (another source, or splits carved otherwise)."""
+    differing = [f"data.{k}={trained.get(k)!r}" for k in SPLIT_KEYS if trained.get(k) != faces.get(k)]
+    if not differing:
+        return None
+    return (
+        f"{name[0].upper()}{name[1:]} was trained with {', '.join(differing)}; the faces are those of "
+        f"{', '.join(f'data.{k}={faces.get(k)!r}' for k in SPLIT_KEYS)}: some may be faces it trained on."
+    )
+
+
+def _predicted_path_note(name: str, trained: Mapping[str, Any], predict: str, labelled: bool) -> str | None:
+    """A note when member `name` may have trained on some of the faces that predict=`predict` (a data path)
+    gives: only when it trained on that very data, and only its labelled rows can be training faces."""
+    if not (labelled and _same_data(trained.get("path"), predict)):
+        return None
+    return (
+        f"{name[0].upper()}{name[1:]} was trained on data.path={trained.get('path')!r}, the data that "
+        f"predict={predict} reads: some of the labelled faces predicted may be faces it trained on."
+    )
+
+
+def _same_data(a: str | None, b: str) -> bool:
+    """Whether data paths or addresses `a` and `b` name the same data."""
+    if a is None or "://" in a or "://" in b:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def ensemble(cfg: DictConfig) -> Path:
@@ -63,8 +135,13 @@ def ensemble(cfg: DictConfig) -> Path:
     if cfg.get("ckpt") or cfg.get("run"):
         raise ValueError("ensemble= names its members itself: pass no ckpt= or run=")
     entries = cfg.ensemble
-    entries = list(entries) if isinstance(entries, (list, ListConfig)) else [entries]
-    ckpts = member_checkpoints([str(e) for e in entries])
+    entries = [str(e) for e in (entries if isinstance(entries, (list, ListConfig)) else [entries])]
+    if not any(entries):
+        raise ValueError(
+            f"ensemble={cfg.ensemble!r} names no member: list checkpoint files, run folders or sweep "
+            "folders, e.g. ensemble=[outputs/run_a,outputs/run_b]"
+        )
+    ckpts, notes = member_checkpoints(entries)
     predicting = bool(cfg.get("predict"))
     given_tta = OmegaConf.to_container(cfg.tta, resolve=True) if cfg.get("tta") else None
 
@@ -72,32 +149,29 @@ def ensemble(cfg: DictConfig) -> Path:
     # minutes of TTA.
     who = [member_name(i, ckpt) for i, ckpt in enumerate(ckpts)]
     models = [load_model(ckpt, cfg.device, name) for ckpt, name in zip(ckpts, who)]
+    ttas = [chosen_tta(given_tta, model.run_config) for model in models]
     names = models[0].class_names
     for name, model in zip(who[1:], models[1:]):
         if model.class_names != names:
             raise ValueError(f"{name} has classes {model.class_names}, {who[0]} has {names}")
     data = data_config(models[0].run_config, cfg.data, who[0])
-    if predicting:
-        faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
-    else:
-        faces, selection = evaluation_faces(data, cfg.get("split"))
+    faces, selection = chosen_faces(data, cfg, who[0])
     labels = torch.from_numpy(faces.labels)
     labelled = bool((labels >= 0).any())
+    default = Path(cfg.paths.log_dir) / "ensemble" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out = Path(cfg.out) if cfg.get("out") else default
+    stale = stale_files(out)
 
-    members, member_probs, notes = [], [], []
+    members, member_probs = [], []
+    predicted_path = str(cfg.predict) if predicting and predicts_a_path(str(cfg.predict)) else None
     faces_config = OmegaConf.to_container(data, resolve=True)
-    for i, (ckpt, model, name) in enumerate(zip(ckpts, models, who)):
+    for i, (ckpt, model, name, tta) in enumerate(zip(ckpts, models, who, ttas)):
         trained = (model.run_config or {}).get("data") or {}
-        differing = [
-            f"data.{k}={trained.get(k)!r}" for k in SPLIT_KEYS if trained.get(k) != faces_config.get(k)
-        ]
-        if differing:
-            notes.append(
-                f"{name[0].upper()}{name[1:]} was trained with {', '.join(differing)}; the faces are those of "
-                f"{', '.join(f'data.{k}={faces_config.get(k)!r}' for k in SPLIT_KEYS)}: some may be faces it "
-                "trained on."
-            )
-        tta = chosen_tta(given_tta, model.run_config)
+        if predicted_path is None:
+            note = _other_split_note(name, trained, faces_config)
+        else:
+            note = _predicted_path_note(name, trained, predicted_path, labelled)
+        notes += [note] if note else []
         probs = predict_proba(model, faces.images, cfg.analysis.batch_size, tta)
         member_probs.append(probs)
         members.append(
@@ -114,9 +188,7 @@ def ensemble(cfg: DictConfig) -> Path:
     result = {"member": "ensemble", "checkpoint": "", "model": "", "normalization": "", "tta": ""}
     result |= scores(probs, labels) if labelled else {}
 
-    default = Path(cfg.paths.log_dir) / "ensemble" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    out = Path(cfg.out) if cfg.get("out") else default
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, stale)
     files = write_prediction_files(out, faces, probs, names)
     columns = ["member", "checkpoint", "model", "normalization", "tta", *(SCORES if labelled else ())]
     rows = [{**m, "tta": tta_label(m["tta"])} for m in members]

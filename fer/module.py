@@ -41,8 +41,9 @@ def check_input_size(net: nn.Module, size: int, target: str, key: str = "aug.cro
             net.eval()(torch.zeros(1, 1, size, size))
     except RuntimeError as error:
         raise ConfigError(
-            f"{key}={size}: the model {target} cannot take {size}x{size} faces (its head is sized for "
-            f"48x48: {str(error).splitlines()[0]}). Train it with {key}=0, or pick a model with a "
+            f"{key}={size}: the model {target} cannot take {size}x{size} faces ({str(error).splitlines()[0]}): "
+            f"a flatten head is sized for 48x48 (cnn4, dnn, alexnet_bn, vgg_keras), and a pooled net's poolings "
+            f"shrink too small a face to nothing. Train it with {key}=0, a larger {key}, or a model with a "
             "global pool (vgg8, vggnet, vgg16, vgg19, resnet18)."
         ) from None
     finally:

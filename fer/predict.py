@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from fer.data.faceset import FaceSet
 from fer.files import write_csv
 from fer.interpret.attribution import as_input, eval_mode, model_device
 from fer.tta import tta_log_probs
-
-log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -80,9 +77,9 @@ def write_submission(path: str | Path, ids: Sequence[str], preds: Sequence[int])
 def write_prediction_files(
     out: Path, faces: FaceSet, probs: Tensor, class_names: Sequence[str]
 ) -> dict[str, str]:
-    """predictions.csv, plus submission.csv when `faces` hold the course layout's unlabelled test rows
-    (else an earlier submission.csv in `out`, from other faces or models, is removed); returns the file
-    names written, by key."""
+    """predictions.csv, plus submission.csv when `faces` hold the course layout's unlabelled test rows;
+    returns the file names written, by key (an earlier analysis's submission.csv is removed with its
+    other files: fer.analysis.select.prepare_output)."""
     write_predictions(out / "predictions.csv", faces, probs, class_names)
     files = {"predictions": "predictions.csv"}
     rows = submission_rows(faces)
@@ -91,7 +88,4 @@ def write_prediction_files(
             out / "submission.csv", faces.ids[rows], probs[torch.from_numpy(rows)].argmax(dim=1).tolist()
         )
         files["submission"] = "submission.csv"
-    elif (out / "submission.csv").exists():
-        (out / "submission.csv").unlink()
-        log.info("removed %s: it answered for an earlier prediction into this folder", out / "submission.csv")
     return files

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from jinja2 import Environment
 from omegaconf import OmegaConf
 
 from fer.files import finite, write_text
+
+log = logging.getLogger(__name__)
 
 # One sentence per measure, reused in captions and table headers.
 EXPLAIN = {
@@ -87,6 +90,7 @@ class's images found; support: images of the class):</p>
 {% if "mistakes" in img %}{{ figure(img.mistakes, "The most confident mistakes: wrong predictions with the highest predicted probability, most confident first. Mislabelled or ambiguous faces tend to show up here.", "most confident mistakes") }}{% endif %}
 </section>
 {% if training %}<section><h2>Training</h2>
+{% if training.problem %}<div class="note">{{ training.problem }}</div>{% endif %}
 {% if training.rows %}<p>From {{ training.file }}: the validation scores of the best epoch and the test scores of its weights.</p>
 {{ table(training.rows, ["measure", "value"]) }}{% endif %}
 {% if training.notes %}<div class="note">Training data:<ul>{% for note in training.notes %}<li>{{ note }}</li>{% endfor %}</ul></div>{% endif %}
@@ -136,8 +140,11 @@ def _training(run_dir: Path) -> dict[str, Any] | None:
     """The run's own metrics.json (as table rows) and history.png, where present."""
     metrics_file, history = run_dir / "metrics.json", run_dir / "history.png"
     found: dict[str, Any] = {}
-    if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
+    metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
+    if isinstance(metrics, str):
+        log.warning("%s", metrics)
+        found["problem"] = metrics
+    elif metrics is not None:
         found["file"] = str(metrics_file)
         found["rows"] = [
             *({"measure": f"best {k}", "value": v} for k, v in metrics.get("best", {}).items()),
@@ -156,6 +163,17 @@ def _training(run_dir: Path) -> dict[str, Any] | None:
     if history.is_file():
         found["history"] = _data_uri(history)
     return found or None
+
+
+def _read_metrics(path: Path) -> dict[str, Any] | str:
+    """The run's metrics.json, or why it cannot be shown (a damaged file leaves the report without it)."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{path} is not valid JSON ({e}): the training scores are left out of this report"
+    if not isinstance(metrics, dict):
+        return f"{path} holds a {type(metrics).__name__}, not a JSON object: the training scores are left out"
+    return metrics
 
 
 def write_report(

@@ -6,6 +6,7 @@ checkpoints/last.ckpt    the whole state after the latest epoch (and at the star
 history.csv, history.png per-epoch metrics
 metrics.json             final scores, data notes, checkpoint sha256s; wall-clock fields in TIMING_KEYS
 error.txt                the traceback of a failed run (removed when a resume succeeds)
+.hydra/                  Hydra's record of the job: its config, Hydra's config, its command-line overrides
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fer.files import write_text
 from fer.schedules import sized_by_trainer
 
 CONFIG = "config.yaml"
@@ -31,8 +33,14 @@ HISTORY_PNG = "history.png"
 CONFUSION_PNG = "confusion.png"
 METRICS = "metrics.json"
 ERROR = "error.txt"
-# Written by Hydra for the current job before train.py starts: never the mark of an earlier run.
-HYDRA_FILES = (".hydra", "train.log")
+# Hydra's record of the job (config.yaml, hydra.yaml, overrides.yaml), which the run writes itself once the
+# folder is its own (`write_hydra_record`): Hydra would write it before train.py could refuse a folder that
+# holds another run, over that run's record (conf/train.yaml: hydra.output_subdir: null).
+HYDRA_RECORD = ".hydra"
+# Hydra's log of the current job, opened (appending) before train.py starts: never the mark of an earlier run.
+JOB_LOG = "train.log"
+# What only a start that reached training writes (last.ckpt is saved as training begins).
+TRAINED_MARKS = (CHECKPOINTS, METRICS, HISTORY_CSV)
 # metrics.json fields that measure wall-clock time: they differ between otherwise identical runs.
 TIMING_KEYS = ("fit_time_s", "time_per_epoch_s", "run_time_s")
 # Keys a resume may change: how long to train, where to resume from, and what only shows or stores
@@ -61,39 +69,73 @@ class RunDirError(RuntimeError):
     """The run folder holds another run, or a resume does not match its checkpoint."""
 
 
-def previous_run_files(run_dir: Path) -> list[str]:
-    """Names in `run_dir` left by an earlier run (anything but Hydra's files for this job). A start that
-    failed before training (a bad config value or data path: error.txt, perhaps config.yaml, nothing
-    else) left nothing to resume or keep, so its folder counts as free."""
+def _left_files(run_dir: Path) -> list[str]:
+    """Names in `run_dir` that an earlier attempt left: anything but Hydra's log of this job."""
     if not run_dir.is_dir():
         return []
-    names = sorted(p.name for p in run_dir.iterdir() if p.name not in HYDRA_FILES)
-    return [] if ERROR in names and set(names) <= {ERROR, CONFIG} else names
+    return sorted(p.name for p in run_dir.iterdir() if p.name != JOB_LOG)
+
+
+def _failed_start(names: list[str]) -> bool:
+    """An error.txt and nothing that training writes: a start that failed before its first checkpoint (a
+    bad config value, data path or optimizer setting), which may have left config.yaml and a logger's
+    first files but nothing to resume or keep."""
+    return ERROR in names and not set(names) & set(TRAINED_MARKS)
+
+
+def previous_run_files(run_dir: Path) -> list[str]:
+    """Names in `run_dir` left by an earlier run; [] for a free folder: absent, empty, or holding only a
+    failed start's files."""
+    names = _left_files(run_dir)
+    return [] if _failed_start(names) else names
+
+
+def clear_failed_start(run_dir: Path) -> None:
+    """Remove what a start that failed before training left (see `previous_run_files`), so that its logger
+    folders do not mix with this run's."""
+    left = _left_files(run_dir)
+    if not _failed_start(left):
+        return
+    for name in left:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def claim(run_dir: Path, resuming: bool, overwrite: bool) -> Path | None:
     """Make `run_dir` this run's: refuse a folder holding another run unless resuming it, or, with
     `overwrite`, move the other run's files to a sibling folder (returned) so that two runs never mix."""
-    found = previous_run_files(run_dir)
-    if not found or resuming:
+    left = previous_run_files(run_dir)
+    if not left or resuming:
         return None
     if not overwrite:
         raise RunDirError(
-            f"{run_dir} already holds a run ({', '.join(found)}). To continue that run pass ckpt_path=last; "
+            f"{run_dir} already holds a run ({', '.join(left)}). To continue that run pass ckpt_path=last; "
             f"to start a new one choose another folder with hydra.run.dir=..., or pass overwrite=true to "
             f"move the old files aside"
         )
     aside = run_dir.with_name(f"{run_dir.name}.replaced-{datetime.now():%Y%m%d-%H%M%S-%f}")
     aside.mkdir()
-    for name in found:
+    for name in left:
         shutil.move(run_dir / name, aside / name)
-    log_file = run_dir / "train.log"
+    log_file = run_dir / JOB_LOG
     if log_file.is_file():
         # Hydra appends this job's log to the old one: keep the old part with its run, start afresh here.
         shutil.copy2(log_file, aside / log_file.name)
         with log_file.open("r+") as f:
             f.truncate(0)
     return aside
+
+
+def write_hydra_record(run_dir: Path, record: Mapping[str, str]) -> None:
+    """Write Hydra's record of this job ({file name: text}, see HYDRA_RECORD; {}: none) into `run_dir`/.hydra/."""
+    if not record:
+        return
+    (run_dir / HYDRA_RECORD).mkdir(parents=True, exist_ok=True)
+    for name, text in record.items():
+        write_text(run_dir / HYDRA_RECORD / name, text)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

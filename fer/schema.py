@@ -1,4 +1,5 @@
-"""Startup check of the config's data, aug, loss and trainer-budget values, before any data is read.
+"""Startup check of the config's data, aug, model, optimizer, loss and trainer-budget values, before any data
+is read.
 
 Every wrong value is named by its full key with what is allowed, all of them at once. A number given
 as a string (`"aug.rotation='30'"` on the command line) is converted to the number and logged, never
@@ -15,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer.data.labels import IMAGE_SIZE
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
 from fer.models.normalization import NORMALIZATIONS
 from fer.schedules import sized_by_trainer
@@ -140,6 +142,10 @@ def _parse_number(text: str, integer: bool) -> Any:
 
 _ABSENT = object()
 
+# What a conf/tta/ node's values may be (fer/tta.py checks a checkpoint's too). A shift of the whole side
+# moves the face out of every corner view.
+TTA_RULES = {"flip": Flag(), "shift": Number(0, IMAGE_SIZE - 1, integer=True)}
+
 RULES: dict[str, Any] = {
     "seed": Number(0, 2**32 - 1, integer=True, nullable=True),
     "ckpt_path": Text(nullable=True),
@@ -166,6 +172,10 @@ RULES: dict[str, Any] = {
     "aug.progressive_until": Number(0, 1),
     "aug.mixup": Number(0),  # a Beta alpha; 0: off
     "aug.cutmix": Number(0),
+    "model.dropout": Number(0, 1, open_high=True),
+    "optim.lr": Number(0, open_low=True),
+    "optim.weight_decay": Number(0),
+    "optim.momentum": Number(0, 1, open_high=True),
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),
@@ -180,6 +190,7 @@ RULES: dict[str, Any] = {
     "trainer.log_every_n_steps": Number(1, integer=True),
     "trainer.accumulate_grad_batches": Number(1, integer=True),
     "trainer.gradient_clip_val": Number(0, nullable=True),
+    **{f"tta.{key}": rule for key, rule in TTA_RULES.items()},
     "runtime.channels_last": Flag(),
     "runtime.compile": Flag(),
 }
@@ -199,7 +210,7 @@ def validate(cfg: DictConfig) -> None:
         elif converted is not value and isinstance(value, str):
             log.info("%s: read the string %r as the number %r", key, value, converted)
             OmegaConf.update(cfg, key, converted)
-    problems += _unsized_schedule(cfg)
+    problems += _unsized_schedule(cfg) + _missing_stages(cfg) + _trains_nothing(cfg)
     if problems:
         raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))
 
@@ -220,4 +231,29 @@ def _unsized_schedule(cfg: DictConfig) -> list[str]:
         "sched.scheduler.total_steps: null takes the schedule's length from trainer.max_epochs or "
         "trainer.max_steps, but both are -1 (no limit): set one of them, or use sched=budget with "
         "sched.scheduler.seconds"
+    ]
+
+
+def _missing_stages(cfg: DictConfig) -> list[str]:
+    """Training needs a train split and a validation set (which selects best.ckpt)."""
+    splits = OmegaConf.select(cfg, "data.splits", default=None)
+    if splits is None:
+        return []
+    problems = []
+    if not splits.get("train"):
+        problems.append("data.splits.train: training needs a split to train on, got null")
+    if not splits.get("val") and OmegaConf.select(cfg, "data.val_fraction", default=None) is None:
+        problems.append(
+            "data.splits.val: null with data.val_fraction null leaves nothing to validate on (validation "
+            "selects best.ckpt): name a split, or set data.val_fraction=0.1 to hold out a tenth of train"
+        )
+    return problems
+
+
+def _trains_nothing(cfg: DictConfig) -> list[str]:
+    """A budget of zero epochs, steps or train batches: the run would end "successfully" untrained."""
+    return [
+        f"{key}: 0 trains nothing (the test would score the untrained net)"
+        for key in ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
+        if OmegaConf.select(cfg, key, default=None) == 0
     ]

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from fer.files import write_text
 from fer.plots import save_figure
+from fer.rundir import HYDRA_RECORD
 
 SEED = "seed"
 # Summary column -> (section of metrics.json or None for top level, key).
@@ -54,13 +55,13 @@ PLOTTED = ("val_acc", "test_acc", "time_per_epoch_s")
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """Every job folder of a sweep (a folder with Hydra's `.hydra/`), in job order."""
-    dirs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()]
+    dirs = [p for p in sweep_dir.iterdir() if (p / HYDRA_RECORD).is_dir()]
     return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
 def read_overrides(job_dir: Path) -> dict[str, str]:
     """The job's command-line and sweep overrides, `key=value` -> {key: value}."""
-    lines = yaml.safe_load((job_dir / ".hydra/overrides.yaml").read_text()) or []
+    lines = yaml.safe_load((job_dir / HYDRA_RECORD / "overrides.yaml").read_text()) or []
     pairs = (line.split("=", 1) if "=" in line else (line, "") for line in lines)
     return {key.lstrip("+"): value for key, value in pairs}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 import traceback
 import warnings
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -65,6 +67,18 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return ckpt_path
 
 
+def hydra_record(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra writes into a job's .hydra/ (see rundir.HYDRA_RECORD); {} outside a Hydra job."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    return {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra}),
+        "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+    }
+
+
 def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> None:
     """Claim the run dir (see `rundir.claim`); a resume must use the config its checkpoint was trained with."""
     resuming = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(run_dir.resolve())
@@ -74,7 +88,18 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> No
             log.warning("overwrite=true: moved the previous run's files in %s to %s", run_dir, aside)
     if ckpt_path is None:
         return
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("run_config")
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("run_config")
+    except (
+        RuntimeError,
+        OSError,
+        pickle.UnpicklingError,
+    ) as e:  # torch's errors for a damaged or foreign file
+        raise rundir.RunDirError(
+            f"ckpt_path={cfg.ckpt_path}: {ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}): a damaged (truncated) file or not a checkpoint; pass another "
+            "checkpoint, or start afresh in another folder"
+        ) from e
     if saved is None:
         log.warning(
             "%s holds no run config (saved by an older fer): cannot check it matches this one", ckpt_path
@@ -193,16 +218,21 @@ def run(cfg: DictConfig) -> float | None:
     holding another run is refused unless resuming it, or moved aside with overwrite=true).
     """
     run_dir = Path(cfg.paths.output_dir)
-    # error.txt goes only where it cannot be mistaken for the verdict on another run's files.
+    record = hydra_record(cfg)  # before validate converts any value
+    # error.txt and Hydra's record go only where they cannot be mistaken for another run's.
     owned = not rundir.previous_run_files(run_dir)
     try:
         validate(cfg)
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
         prepare_run_dir(cfg, run_dir, ckpt_path)
         owned = True
+        if rank_zero_only.rank == 0:
+            rundir.clear_failed_start(run_dir)
+            rundir.write_hydra_record(run_dir, record)
         return _run(cfg, run_dir, ckpt_path)
     except BaseException:
         if owned and rank_zero_only.rank == 0 and run_dir.is_dir():
+            rundir.write_hydra_record(run_dir, record)  # a sweep's summary lists the failed job by it
             write_text(run_dir / rundir.ERROR, traceback.format_exc())
         raise
 

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fer.data.labels import IMAGE_SIZE
+from fer.schema import TTA_RULES
+
 
 def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor]:
     """The views of a (B,C,H,W) batch, the unchanged batch first."""
@@ -35,10 +38,29 @@ def num_views(tta: Mapping[str, Any] | None) -> int:
     return (5 if tta.get("shift") else 1) * (2 if tta.get("flip") else 1)
 
 
+def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
+    """`tta` with its flip and shift checked against TTA_RULES (a numeric string read as its number); the
+    error names each wrong `tta.KEY` and its value, and `origin` says where the values came from."""
+    checked, problems = dict(tta), []
+    for key, rule in TTA_RULES.items():
+        if key not in tta:
+            continue
+        fits, checked[key] = rule.check(tta[key])
+        if not fits:
+            problems.append(f"tta.{key}: expected {rule.describe()}, got {tta[key]!r}")
+    if problems:
+        raise ValueError(
+            f"invalid TTA value(s){origin}: {'; '.join(problems)} (tta.shift: pixels each corner view is "
+            f"shifted by, at most {IMAGE_SIZE - 1} on a {IMAGE_SIZE}x{IMAGE_SIZE} face; tta.flip: whether "
+            "the mirror images are views too)"
+        )
+    return checked
+
+
 def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
     """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
-    tta = tta or {}
-    views = tta_views(images, bool(tta.get("flip", False)), int(tta.get("shift", 0)))
+    tta = checked_tta(tta or {})
+    views = tta_views(images, tta.get("flip", False), tta.get("shift", 0))
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
 
@@ -57,8 +79,14 @@ def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | Non
 
 def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The TTA to evaluate a checkpoint with, plus its number of views: `given` (a `tta=` of the command
-    line), else the one the checkpoint's training run was tested with, else none."""
-    tta = {**(given or (run_config or {}).get("tta") or {"name": "none", "flip": False, "shift": 0})}
+    line), else the one the checkpoint's training run was tested with, else none; its values checked."""
+    run_tta = (run_config or {}).get("tta")
+    if given:
+        tta = checked_tta(given)
+    elif run_tta:
+        tta = checked_tta(run_tta, " in the checkpoint's run config (pass tta=none, flip or crops instead)")
+    else:
+        tta = {"name": "none", "flip": False, "shift": 0}
     return {**tta, "views": num_views(tta)}
 
 

@@ -7,6 +7,7 @@ import base64
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-import fer.summarize
 from fer.analysis.run import run as analyze
+from fer.data import DataError
 from fer.data.datamodule import FERDataModule
 from fer.interpret.attribution import METHODS
 from fer.module import FERModule
 from fer.train import run as train
-from tests.conftest import FAST, ROOT, SHARED_FER2013, compose_config
+from tests.conftest import FAST, ROOT, SHARED_FER2013, compose_config, damaged_copy
 
 # Every method, at a cost that keeps the shared analysis to seconds on a CPU.
 SMALL = [
@@ -54,7 +55,8 @@ FILES = [
 
 
 def analyze_config(out: Path, *overrides: str):
-    return compose_config("analyze", [f"out={out}", *overrides], out)
+    """analyze.py's config writing into `out` (composed beside it: `out` is created only by the analysis)."""
+    return compose_config("analyze", [f"out={out}", *overrides], out.parent / "composed")
 
 
 def hooked_output(model: torch.nn.Module, name: str, images: torch.Tensor) -> torch.Tensor:
@@ -112,7 +114,7 @@ def test_writes_every_file(analysed):
         "exemplars",
         "activation_max",
         "class_visualization",
-        "figures",
+        "write",
         "report",
     }
 
@@ -219,16 +221,22 @@ def test_report_inlines_every_figure(analysed, trained):
         assert words in page
 
 
-def test_predict_unlabelled_course_folder_writes_submission(trained, model, tmp_path, test_faces):
-    course = tmp_path / "course"
-    course.mkdir()
-    pixels = [" ".join(map(str, image.ravel())) for image in test_faces.images[:12]]
-    (course / "train.csv").write_text(
-        "label,feature\n" + "".join(f"{label},{p}\n" for label, p in zip(test_faces.labels[:8], pixels[:8]))
+def course_folder(folder: Path, faces) -> Path:
+    """A course layout of 12 of `faces`: the first 8 in train.csv (labelled), the last 4 in test.csv
+    (unlabelled, ids 500-503)."""
+    folder.mkdir()
+    pixels = [" ".join(map(str, image.ravel())) for image in faces.images[:12]]
+    (folder / "train.csv").write_text(
+        "label,feature\n" + "".join(f"{label},{p}\n" for label, p in zip(faces.labels[:8], pixels[:8]))
     )
-    (course / "test.csv").write_text(
+    (folder / "test.csv").write_text(
         "id,feature\n" + "".join(f"{500 + i},{p}\n" for i, p in enumerate(pixels[8:]))
     )
+    return folder
+
+
+def test_predict_unlabelled_course_folder_writes_submission(trained, model, tmp_path, test_faces):
+    course = course_folder(tmp_path / "course", test_faces)
     out = tmp_path / "predicted"
     analyze(analyze_config(out, f"ckpt={trained}/checkpoints/best.ckpt", f"predict={course}"))
     rows = read_csv(out / "predictions.csv")
@@ -276,7 +284,7 @@ def test_split_and_data_overrides(trained, tmp_path):
     [
         (["ckpt=/no/such.ckpt"], FileNotFoundError, "ckpt=/no/such.ckpt: no such checkpoint file"),
         (["run=/no/such/run"], FileNotFoundError, "run=/no/such/run: no such run folder"),
-        ([], ValueError, "pass ckpt=PATH.ckpt, run=RUN_DIR"),
+        ([], ValueError, r"pass ckpt=PATH.ckpt, run=RUN_DIR .*, ensemble=\[RUN_OR_CKPT,...\] or sweep="),
         (["RUN", "ckpt=/x.ckpt"], ValueError, "pass ckpt=PATH or run=RUN_DIR, not both"),
         (
             ["RUN", "analysis.methods=[saliency,lime]"],
@@ -303,6 +311,29 @@ def test_split_and_data_overrides(trained, tmp_path):
         ),
         (["RUN", "data.pth=x"], ValueError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
         (["RUN", "data.splits.tset=x"], ValueError, "data.splits.tset: not in the data config"),
+        (
+            ["RUN", "analysis.attribution.window=0"],
+            ValueError,
+            r"analysis.attribution.window: expected an integer in \[1, 48\], got 0",
+        ),
+        (["RUN", "analysis.filters=0"], ValueError, r"analysis.filters: expected an integer >= 1, got 0"),
+        (
+            ["RUN", "analysis.batch_size=0"],
+            ValueError,
+            r"analysis.batch_size: expected an integer >= 1, got 0",
+        ),
+        (
+            ["RUN", "analysis.am.steps=2.5", "analysis.am.param=dct"],
+            ValueError,
+            r"(?s)analysis.am.steps: expected an integer >= 1, got 2.5"
+            r".*analysis.am.param: expected one of fft, ",
+        ),
+        (
+            ["RUN", "tta=crops", "tta.shift=1.5"],
+            ValueError,
+            r"tta.shift: expected an integer in \[0, 47\], got 1.5",
+        ),
+        (["ensemble=[]"], ValueError, r"ensemble=\[\] names no member: list checkpoint files, run folders "),
     ],
 )
 def test_bad_input_says_what_and_where(trained, tmp_path, overrides, error, message):
@@ -325,11 +356,155 @@ def test_run_dir_without_checkpoints_lists_what_it_has(trained, tmp_path):
         analyze(analyze_config(tmp_path / "out", f"ckpt={empty}/junk.ckpt"))
 
 
-def test_sweep_dispatches_to_summarize(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(fer.summarize, "summarize", lambda folder: calls.append(folder) or "table")
-    assert analyze(analyze_config(tmp_path / "out", f"sweep={tmp_path}")) == "table"
-    assert calls == [tmp_path]
+def edited_checkpoint(trained: Path, path: Path, edit) -> Path:
+    """A copy at `path` (outside any run folder) of the run's best.ckpt, changed by `edit(checkpoint)`."""
+    ckpt = torch.load(trained / "checkpoints/best.ckpt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_a_changed_checkpoint_is_refused_when_named_by_ckpt_too(trained, tmp_path):
+    damaged = damaged_copy(trained, tmp_path / "damaged")
+    ckpt = damaged / "checkpoints/best.ckpt"
+    name = re.escape(f"ckpt={ckpt}: {ckpt.resolve()}")
+    with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
+        analyze(analyze_config(tmp_path / "out", f"ckpt={ckpt}"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_refused_by_name(trained, tmp_path):
+    def poison(ckpt: dict) -> None:
+        weights = ckpt["state_dict"]
+        weights["net.features.0.weight"][0, 0, 0, 0] = float("nan")
+        weights["net.classifier.3.bias"][:] = float("inf")
+
+    nan = edited_checkpoint(trained, tmp_path / "nan.ckpt", poison)
+    message = (
+        f"ckpt={nan}: {nan} holds NaN or infinite values in 2 of its weight tensors "
+        "(net.features.0.weight, net.classifier.3.bias), so every prediction would be NaN"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        analyze(analyze_config(tmp_path / "out", f"ckpt={nan}"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_moved_data_says_the_path_came_from_the_checkpoint(trained, tmp_path):
+    moved = tmp_path / "moved/fer2013.csv"
+
+    def move(ckpt: dict) -> None:
+        ckpt["run_config"]["data"]["path"] = str(moved)
+
+    ckpt = edited_checkpoint(trained, tmp_path / "moved.ckpt", move)
+    message = (
+        f"ckpt={ckpt}: data.path={moved} comes from the checkpoint's run config (the data it trained on), "
+        "and there is nothing there now; if the data moved, pass data.path=NEW_PATH"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        analyze(analyze_config(tmp_path / "out", f"ckpt={ckpt}"))
+    # Given on the command line, the path is the reader's to report.
+    with pytest.raises(DataError, match=rf"^{re.escape(str(moved))}: no such file or folder"):
+        analyze(analyze_config(tmp_path / "out", f"ckpt={ckpt}", f"data.path={moved}"))
+    # Pointed at the data's new place, the checkpoint is analysed.
+    out = analyze(
+        analyze_config(
+            tmp_path / "out", f"ckpt={ckpt}", "data.path='synthetic://700?seed=0'", "analysis.interpret=false"
+        )
+    )
+    assert json.loads((out / "analysis.json").read_text())["data"]["rows"] == 70
+
+
+def test_a_damaged_metrics_json_is_named(trained, tmp_path):
+    run_dir = shutil.copytree(trained, tmp_path / "run", ignore=shutil.ignore_patterns("analysis"))
+    (run_dir / "metrics.json").write_text('{"best": {')
+    for option in (f"run={run_dir}", f"ckpt={run_dir}/checkpoints/best.ckpt"):
+        with pytest.raises(ValueError, match=re.escape(f"{run_dir / 'metrics.json'} is not valid JSON (")):
+            analyze(analyze_config(tmp_path / "out", option))
+    assert not (tmp_path / "out").exists()
+    # A checkpoint beside a damaged metrics.json (a run folder without checkpoints/): reported with a note.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(run_dir / "checkpoints/best.ckpt", flat / "best.ckpt")
+    shutil.copy(run_dir / "metrics.json", flat / "metrics.json")
+    out = analyze(analyze_config(tmp_path / "out", f"ckpt={flat / 'best.ckpt'}", "analysis.interpret=false"))
+    page = (out / "report.html").read_text()
+    assert f"{flat / 'metrics.json'} is not valid JSON (" in page and "training scores are left out" in page
+    assert json.loads((out / "analysis.json").read_text())["metrics"]["accuracy"] > 0
+
+
+def listed_files(out: Path) -> set[str]:
+    """analysis.json and the files it lists."""
+    return {"analysis.json", *json.loads((out / "analysis.json").read_text())["files"].values()}
+
+
+def test_a_reused_folder_keeps_no_file_of_the_analysis_before(trained, tmp_path, test_faces):
+    out = tmp_path / "reused"
+    analyze(analyze_config(out, f"run={trained}", "predict=PublicTest"))
+    before = {p.name for p in out.iterdir()}
+    assert {"per_class.csv", "confusion.png", "mistakes.png", "predictions.csv"} <= before
+    assert before == listed_files(out)
+    # An unlabelled prediction into the same folder: no scores, no figures, a submission.
+    course = course_folder(tmp_path / "course", test_faces)
+    analyze(analyze_config(out, f"run={trained}", f"predict={course}"))
+    after = {p.name for p in out.iterdir()}
+    assert after == listed_files(out) == {"analysis.json", "predictions.csv", "submission.csv", "report.html"}
+    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["500", "501", "502", "503"]
+    # An ensemble into it, then an analysis again: each leaves only its own files.
+    analyze(analyze_config(out, f"ensemble=[{trained}]", "split=val"))
+    assert {p.name for p in out.iterdir()} == {"ensemble.json", "scores.csv", "predictions.csv"}
+    analyze(analyze_config(out, f"run={trained}", "analysis.interpret=false"))
+    assert (
+        {p.name for p in out.iterdir()}
+        == listed_files(out)
+        == {"analysis.json", "per_class.csv", "confusion.png", "mistakes.png", "report.html"}
+    )
+
+
+def test_a_failure_part_way_leaves_the_folder_as_it_was(trained, tmp_path, monkeypatch):
+    out = tmp_path / "kept"
+    analyze(analyze_config(out, f"run={trained}", "predict=PublicTest"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args, **kwargs) -> None:
+        raise RuntimeError("saliency failed")
+
+    monkeypatch.setattr("fer.analysis.run.add_saliency", fail)
+    for folder in (out, tmp_path / "new"):
+        with pytest.raises(RuntimeError, match="saliency failed"):
+            analyze(analyze_config(folder, f"run={trained}", "predict=val", "analysis.interpret=true"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+
+
+def fake_sweep(folder: Path, accuracies: list[float]) -> Path:
+    """A sweep folder whose job k ran seed=k and left a metrics.json with test accuracy `accuracies[k]`."""
+    for k, accuracy in enumerate(accuracies):
+        (folder / str(k) / ".hydra").mkdir(parents=True)
+        (folder / str(k) / ".hydra/overrides.yaml").write_text(f"- seed={k}\n- optim.lr=0.0{k + 1}\n")
+        metrics = {"best": {"epoch": 1, "val/acc": accuracy - 0.1}, "test": {"test/acc": accuracy}}
+        (folder / str(k) / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_sweep_prints_its_table_and_refuses_what_it_ignores(tmp_path, capsys):
+    sweep = fake_sweep(tmp_path / "sweep", [0.5, 0.25])
+    assert analyze(compose_config("analyze", [f"sweep={sweep}"], tmp_path / "x")) == sweep
+    printed = capsys.readouterr().out
+    assert f"# Sweep {sweep}" in printed and "2 jobs: 2 ok, 0 failed" in printed
+    assert (
+        "| 1 | 0.01 | 1 | 0.400 | – | 0.500 |" in printed
+        and "| 2 | 0.02 | 1 | 0.150 | – | 0.250 |" in printed
+    )
+    assert f"  {sweep / 'summary.md'}\n" in printed and (sweep / "summary.csv").is_file()
+    for option in ("out=/tmp/fer_out", f"ensemble=[{sweep}]", "tta=flip", "split=val"):
+        name = option.split("=")[0]
+        with pytest.raises(ValueError, match=rf"sweep= summarises a sweep folder and takes no {name}=: "):
+            analyze(compose_config("analyze", [f"sweep={sweep}", option], tmp_path / "x"))
+    # run= on a sweep folder says what it is and what to pass instead.
+    with pytest.raises(
+        FileNotFoundError, match=rf"it is a sweep folder \(jobs 0, 1\): pass sweep={sweep} for"
+    ):
+        analyze(analyze_config(tmp_path / "out", f"run={sweep}"))
 
 
 @pytest.mark.slow  # a second training run (dnn); the default suite analyses the shared cnn4 run

@@ -8,6 +8,7 @@
 | SLURM auto-requeue resume              | test_slurm_requeue_resumes_lightnings_hpc_checkpoint        |
 | last.ckpt whatever the metric did      | test_last_checkpoint_follows_every_epoch                    |
 | second run into a used run dir         | test_used_run_dir_is_refused_then_moved_aside_on_request    |
+| rerun after a start that failed        | test_a_start_that_failed_before_training_leaves_its_folder_free |
 | resume with a different config         | test_resume_with_other_config_lists_the_keys                |
 | stale error.txt after a resume         | test_successful_resume_removes_stale_error                  |
 | NaN / inf loss                         | test_non_finite_loss_stops_and_names_where                  |
@@ -15,7 +16,7 @@
 | bad config values                      | test_bad_config_value_is_named_before_data_is_read, ...     |
 | skipped rows reported                  | test_skipped_rows_reach_log_and_metrics, test_report_...   |
 | duplicate ids in test.csv              | test_duplicate_test_ids_name_their_lines                    |
-| corrupted checkpoint                   | test_changed_checkpoint_is_refused_by_analyze               |
+| corrupted checkpoint                   | test_changed_checkpoint_is_refused_by_analyze, ..._on_resume |
 | concurrent atomic writes               | test_concurrent_writers_never_collide                       |
 """
 
@@ -249,8 +250,14 @@ def test_a_start_that_failed_before_training_leaves_its_folder_free(tmp_path):
     with pytest.raises(DataError):  # the next try's error replaces the first one's
         run(compose_config("train", [*TINY, "data.path=/nonexistent.csv"], run_dir))
     assert "DataError" in (run_dir / rundir.ERROR).read_text()
+    # Torch refuses the optimizer inside the fit, after the logger wrote its first files.
+    with pytest.raises(Exception, match="Invalid beta parameter"):
+        run(compose_config("train", [*TINY, "optim.betas=[2,0.9]"], run_dir))
+    assert (run_dir / "csv").is_dir() and not (run_dir / rundir.CHECKPOINTS).exists()
     run(compose_config("train", TINY, run_dir))  # not refused as "already holds a run"
     assert not (run_dir / rundir.ERROR).exists() and (run_dir / rundir.METRICS).is_file()
+    # The failed start's logger folder was cleared, not mixed with this run's.
+    assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
 
 
 def test_used_run_dir_is_refused_then_moved_aside_on_request(flat_run):
@@ -266,6 +273,20 @@ def test_used_run_dir_is_refused_then_moved_aside_on_request(flat_run):
     assert json.loads((aside / rundir.METRICS).read_text())["epochs"] == 2
     assert json.loads((flat_run / rundir.METRICS).read_text())["epochs"] == 1
     assert sorted(p.name for p in (flat_run / rundir.CHECKPOINTS).iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_refused_run_leaves_the_other_runs_record_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    cli = [sys.executable, "train.py", *TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path}/cache"]
+    subprocess.run([*cli, "trainer.max_epochs=1"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    record = {p.name: p.read_text() for p in (run_dir / rundir.HYDRA_RECORD).iterdir()}
+    assert (
+        "- trainer.max_epochs=1" in record["overrides.yaml"] and "models.cnn4.CNN4" in record["config.yaml"]
+    )
+    refused = subprocess.run([*cli, "model=vgg8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "already holds a run" in refused.stderr
+    assert {p.name: p.read_text() for p in (run_dir / rundir.HYDRA_RECORD).iterdir()} == record
+    assert not (run_dir / rundir.ERROR).exists()
 
 
 def test_non_finite_loss_stops_and_names_where(tmp_path):
@@ -308,11 +329,24 @@ def test_metrics_json_is_strict(tmp_path):
         ("trainer.max_epochs=-5", "trainer.max_epochs: expected an integer >= -1 or null, got -5"),
         ("trainer.limit_train_batches=-1", "trainer.limit_train_batches: expected an integer >= 0 (batches)"),
         ("+trainer.max_time=soon", "trainer.max_time: expected null, DD:HH:MM:SS"),
+        ("tta=crops tta.shift=-2", "tta.shift: expected an integer in [0, 47], got -2"),
+        ("tta=flip tta.flip=maybe", "tta.flip: expected true or false, got 'maybe'"),
+        ("optim.lr=-1", "optim.lr: expected a number > 0, got -1"),
+        ("optim.weight_decay=abc", "optim.weight_decay: expected a number >= 0, got 'abc'"),
+        ("optim=sgd optim.momentum=1", "optim.momentum: expected a number in [0, 1), got 1"),
+        ("model=vgg8 model.dropout=2", "model.dropout: expected a number in [0, 1), got 2"),
+        ("trainer.max_epochs=0", "trainer.max_epochs: 0 trains nothing"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing"),
+        ("data.splits.train=null", "data.splits.train: training needs a split to train on, got null"),
+        (
+            "data.splits.val=null",
+            "data.splits.val: null with data.val_fraction null leaves nothing to validate",
+        ),
     ],
 )
 def test_bad_config_value_is_named_before_data_is_read(override, message, tmp_path):
     # The data path does not exist: reading any data first would fail with a DataError instead.
-    cfg = compose_config("train", [*TINY, "data.path=/nonexistent.csv", override], tmp_path / "run")
+    cfg = compose_config("train", [*TINY, "data.path=/nonexistent.csv", *override.split()], tmp_path / "run")
     with pytest.raises(ConfigError) as caught:
         run(cfg)
     assert message in str(caught.value)
@@ -390,6 +424,16 @@ def test_changed_checkpoint_is_refused_by_analyze(reference):
     name = re.escape(f"run={broken}: {broken.resolve() / rundir.BEST_CKPT}")
     with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
         checkpoint_path(None, str(broken))
+
+
+def test_a_damaged_checkpoint_is_refused_on_resume_by_name(reference, tmp_path):
+    run_dir = shutil.copytree(reference[0].parent / "reference", tmp_path / "run")
+    last = run_dir / rundir.LAST_CKPT
+    last.write_bytes(last.read_bytes()[:1000])  # what a crash while saving leaves
+    with pytest.raises(
+        rundir.RunDirError, match=rf"ckpt_path=last: {re.escape(str(last))} is not a readable checkpoint"
+    ):
+        run(compose_config("train", [*TINY, "ckpt_path=last"], run_dir))
 
 
 def test_concurrent_writers_never_collide(tmp_path):

@@ -11,6 +11,7 @@ from fer.data import CLASS_NAMES, DataError, FaceSet, read_dataset, readers
 from fer.data.__main__ import main
 from fer.data.errors import DataWarning
 
+FER2013_SPLITS = ("Training", "PublicTest", "PrivateTest")
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013-dev.csv.gz"
 
 
@@ -70,6 +71,54 @@ def test_fer2013_folder_and_blank_lines(tmp_path, good_rows):
     got = read_dataset(tmp_path, cache_dir=False)
     np.testing.assert_array_equal(got.images, images[:2])
     assert list(got.ids) == ["row-1", "row-3"]  # row-K is line K+1, whatever blank lines precede it
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_whitespace_only_lines_are_blank(tmp_path, good_rows, newline):
+    images, rows = good_rows
+    lines = ["emotion,pixels,Usage", rows[0], " ", rows[1], "\t ", rows[2], "", rows[3], "   "]
+    path = tmp_path / "x.csv"
+    path.write_bytes(newline.join(lines).encode())
+    got = read_dataset(path, cache_dir=False)
+    np.testing.assert_array_equal(got.images, images)
+    assert list(got.ids) == ["row-1", "row-3", "row-5", "row-7"] and got.skipped == 0
+
+
+def test_whitespace_only_file_body_has_no_data_rows(tmp_path):
+    path = write_lines(tmp_path / "x.csv", ["emotion,pixels,Usage", " ", "\t"])
+    with pytest.raises(DataError, match="no data rows after the header on line 1"):
+        read_dataset(path, cache_dir=False)
+
+
+def test_unknown_usage_reads_with_a_note_on_every_read(tmp_path, good_rows):
+    images, rows = good_rows
+    rows = [rows[0], rows[1].replace(",Training", ",Trainnig"), rows[2], rows[3]]
+    rows.append(rows[1])  # line 6, the same typo again
+    rows.append(rows[0].replace(",Training", ",Holdout"))  # line 7, a split of the file's own
+    path = write_lines(tmp_path / "x.csv", ["emotion,pixels,Usage", *rows])
+    expected = (
+        f"3 rows of {path.resolve()} have a Usage other than Training, PublicTest, PrivateTest: "
+        "'Holdout' (1), 'Trainnig' (2) (first on line 3); only a stage whose data.splits names that split "
+        "reads them, so correct the Usage in the file if it is a typo"
+    )
+    for status in ("miss", "hit"):  # cached entries say it too
+        with pytest.warns(DataWarning) as caught:
+            got, got_status = readers.read_with_status(path, cache_dir=tmp_path / "cache")
+        assert got_status == status
+        assert [str(w.message) for w in caught] == [expected] and got.warnings == [expected]
+        assert got.split_counts() == {
+            "Holdout": 1,
+            "PrivateTest": 1,
+            "PublicTest": 1,
+            "Training": 1,
+            "Trainnig": 2,
+        }
+        assert got.skipped == 0 and len(got) == 6
+
+
+def test_known_usages_and_other_layouts_have_no_usage_note(course):
+    folder, _ = course
+    assert read_dataset(folder, cache_dir=False).warnings == []  # its test split is not a Usage
 
 
 def test_unusual_whitespace_and_quotes_parse_exactly(tmp_path, good_rows):
@@ -233,27 +282,68 @@ def course(tmp_path):
     return tmp_path, images
 
 
+@pytest.mark.parametrize("variant", ["course", "kaggle"])
 @pytest.mark.parametrize("target", ["", "train.csv", "test.csv"])
-def test_course_layout(course, target):
+def test_course_layout(course, target, variant):
+    """The course's pair (label,feature / id,feature) and Kaggle's (emotion,pixels / pixels) read alike."""
     folder, images = course
+    if variant == "kaggle":
+        write_kaggle_pair(folder, images, [6, 0, 3])
     got = read_dataset(folder / target, cache_dir=False)
     assert got.layout == "course" and got.source == str(folder.resolve())
     np.testing.assert_array_equal(got.images, images)
     assert list(got.labels) == [6, 0, 3, -1, -1]
     assert list(got.split) == ["Training"] * 3 + ["test"] * 2
-    assert list(got.ids) == ["train-1", "train-2", "train-3", "17", "4"]
+    test_ids = ["17", "4"] if variant == "course" else ["test-1", "test-2"]  # Kaggle's test.csv has no id
+    assert list(got.ids) == ["train-1", "train-2", "train-3", *test_ids]
 
 
-def test_course_errors_name_file_and_line(course):
+@pytest.mark.parametrize(
+    ("label", "pixel_column", "id_column"), [("label", "feature", "id"), ("emotion", "pixels", None)]
+)
+def test_pair_errors_name_file_and_line(course, label, pixel_column, id_column):
+    """The course's files (label,feature / id,feature) and Kaggle's (emotion,pixels / pixels) alike."""
     folder, images = course
-    write_lines(folder / "test.csv", ["id,feature", f"1,{pixels(images[0])}", "2,1 2 3"])
+    header, first, second = (
+        (f"{id_column},{pixel_column}", "1,", "2,") if id_column else (pixel_column, "", "")
+    )
+    write_lines(folder / "test.csv", [header, first + pixels(images[0]), second + "1 2 3"])
     with pytest.raises(DataError, match=r"test\.csv: line 3: expected 2304 pixels, got 3"):
         read_dataset(folder, cache_dir=False)
-    write_lines(folder / "train.csv", ["lbl,feature", f"1,{pixels(images[0])}"])
-    with pytest.raises(
-        DataError, match=r"train\.csv: line 1: missing column label \(found columns: lbl, feature"
-    ):
+    write_lines(folder / "train.csv", [f"lbl,{pixel_column}", f"1,{pixels(images[0])}"])
+    missing = rf"train\.csv: line 1: missing column {label} \(found columns: lbl, {pixel_column}"
+    with pytest.raises(DataError, match=missing):
         read_dataset(folder, cache_dir=False)
+
+
+def write_kaggle_pair(folder: Path, images: np.ndarray, labels: list[int]) -> None:
+    """The Kaggle competition's own train.csv (emotion,pixels) and test.csv (pixels) for `images`, the
+    labelled ones first."""
+    n = len(labels)
+    rows = [f"{k},{pixels(im)}" for k, im in zip(labels, images[:n], strict=True)]
+    write_lines(folder / "train.csv", ["emotion,pixels", *rows])
+    write_lines(folder / "test.csv", ["pixels", *(pixels(im) for im in images[n:])])
+
+
+def test_kaggle_train_csv_alone(tmp_path):
+    images = faces(3, seed=5)
+    write_kaggle_pair(tmp_path, images, [0, 6, 3])
+    (tmp_path / "test.csv").unlink()
+    got = read_dataset(tmp_path / "train.csv", cache_dir=False)
+    np.testing.assert_array_equal(got.images, images)
+    assert list(got.labels) == [0, 6, 3] and got.split_counts() == {"Training": 3}
+
+
+@pytest.mark.parametrize("target", ["icml_face_data.csv", ""])
+def test_icml_face_data_header_with_spaces(tmp_path, target):
+    images = faces(3, seed=7)
+    rows = [f"{k},{u},{pixels(im)}" for k, u, im in zip([4, 0, 6], FER2013_SPLITS, images, strict=True)]
+    write_lines(tmp_path / "icml_face_data.csv", ["emotion, Usage, pixels", *rows])
+    got = read_dataset(tmp_path / target, cache_dir=False)
+    assert got.layout == "fer2013_csv" and got.source == str((tmp_path / "icml_face_data.csv").resolve())
+    np.testing.assert_array_equal(got.images, images)
+    assert list(got.labels) == [4, 0, 6] and list(got.split) == list(FER2013_SPLITS)
+    assert got.warnings == []
 
 
 def save_image(path: Path, array: np.ndarray) -> None:
@@ -386,6 +476,22 @@ def test_cli_summary(tmp_path, capsys):
     assert table[0] == ["split", "rows", *CLASS_NAMES, "unlabelled"]
     assert table[1] == ["Training", "3", "2", "0", "0", "1", "0", "0", "0", "0"]
     assert table[2] == ["PublicTest", "1", "0", "0", "0", "0", "0", "0", "1", "0"]
+
+
+def test_cli_prints_data_notes_as_plain_lines(tmp_path, good_rows, capsys):
+    _, rows = good_rows
+    rows = ["9" + rows[0][1:], rows[1].replace(",Training", ",Trainnig"), rows[2], rows[3]]
+    path = write_lines(tmp_path / "x.csv", ["emotion,pixels,Usage", *rows])
+    assert main([str(path), "--on-bad-row", "skip", "--no-cache"]) == 0
+    out, err = capsys.readouterr()
+    source = path.resolve()
+    assert err.splitlines() == [
+        f"note: skipped 1 bad rows of {source} (first: {source}: line 2: label '9' outside 0-6)",
+        f"note: 1 rows of {source} have a Usage other than Training, PublicTest, PrivateTest: 'Trainnig' (1) "
+        "(first on line 3); only a stage whose data.splits names that split reads them, so correct the "
+        "Usage in the file if it is a typo",
+    ]
+    assert "rows    3 (1 bad rows skipped)" in out and "Warning" not in out + err
 
 
 def test_cli_error_exits_2_without_traceback(tmp_path):

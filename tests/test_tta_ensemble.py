@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from fer.analysis.select import load_model
 from fer.data.datamodule import FERDataModule
 from fer.predict import predict_proba
 from fer.train import run as train
-from fer.tta import tta_log_probs, tta_views
+from fer.tta import checked_tta, tta_log_probs, tta_views, view_log_probs
 from tests.conftest import compose_config, damaged_copy, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
@@ -209,12 +210,18 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{reordered}]"], tmp_path))
 
 
-def test_ensemble_notes_a_member_whose_split_differs(runs, tmp_path):
-    # A member whose val split was carved with another seed: the faces scored may include its training faces.
+def other_split_member(runs: dict[str, Path], tmp_path: Path) -> Path:
+    """The vggnet run's checkpoint as if its val split had been carved with another seed."""
     ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
     ckpt["run_config"]["data"]["split_seed"] = 7
     other = tmp_path / "other_split.ckpt"
     torch.save(ckpt, other)
+    return other
+
+
+def test_ensemble_notes_a_member_whose_split_differs(runs, tmp_path):
+    # A member whose val split was carved with another seed: the faces scored may include its training faces.
+    other = other_split_member(runs, tmp_path)
     out = tmp_path / "ens"
     analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{other}]", "split=val", f"out={out}"], out))
     (note,) = json.loads((out / "ensemble.json").read_text())["notes"]
@@ -238,3 +245,141 @@ def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monke
     with pytest.raises(ValueError, match=rf"(?s){name}: its model config does not build.*\[8, 'X'\]"):
         analyze(compose_config("analyze", [members, f"out={out}"], tmp_path / "run"))
     assert evaluated == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["tta=flip", "tta.flip=maybe"], "tta.flip: expected true or false, got 'maybe'"),
+        (["tta=crops", "tta.shift=1.5"], "tta.shift: expected an integer in [0, 47], got 1.5"),
+        (["tta=crops", "tta.shift=-2"], "tta.shift: expected an integer in [0, 47], got -2"),
+        (["tta=crops", "tta.shift=abc"], "tta.shift: expected an integer in [0, 47], got 'abc'"),
+        (["tta=crops", "tta.shift=48"], "tta.shift: expected an integer in [0, 47], got 48"),
+    ],
+)
+def test_tta_values_are_checked_by_name(runs, tmp_path, overrides, message):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=re.escape(f"invalid TTA value(s): {message}")):
+        analyze(
+            compose_config("analyze", [f"run={runs['cnn4']}", f"out={out}", *overrides], tmp_path / "run")
+        )
+    assert not out.exists()
+
+
+def test_tta_values_are_checked_wherever_they_come_from(runs, tmp_path):
+    assert checked_tta({"name": "crops", "flip": True, "shift": "3"}) == {
+        "name": "crops",
+        "flip": True,
+        "shift": 3,
+    }
+    # The test stage of train.py scores through view_log_probs.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
+    with pytest.raises(ValueError, match=re.escape("tta.flip: expected true or false, got 'maybe'")):
+        view_log_probs(model, torch.zeros(2, 1, 48, 48), {"flip": "maybe", "shift": 0})
+    # A run config's TTA, used when tta= is not given.
+    ckpt = torch.load(runs["cnn4"] / "checkpoints/best.ckpt", weights_only=True)
+    ckpt["run_config"]["tta"]["shift"] = 1.5
+    odd = tmp_path / "odd_tta.ckpt"
+    torch.save(ckpt, odd)
+    message = (
+        "invalid TTA value(s) in the checkpoint's run config (pass tta=none, flip or crops instead): "
+        "tta.shift: expected an integer in [0, 47], got 1.5"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        analyze(compose_config("analyze", [f"ckpt={odd}", f"out={tmp_path / 'out'}"], tmp_path / "run"))
+    out = tmp_path / "out"
+    analyze(
+        compose_config("analyze", [f"ckpt={odd}", "tta=flip", f"out={out}", "analysis.interpret=false"], out)
+    )
+    assert json.loads((out / "analysis.json").read_text())["tta"]["views"] == 2
+
+
+def failed_job(job: Path, error: str) -> Path:
+    """A sweep job folder whose run failed before saving a checkpoint, with `error` ending its traceback."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / "error.txt").write_text(
+        f'Traceback (most recent call last):\n  File "train.py", line 1\n{error}\n'
+    )
+    return job
+
+
+def test_ensemble_of_a_sweep_skips_its_failed_jobs(runs, tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, name in ((0, "cnn4"), (2, "vggnet")):
+        (sweep / str(job) / ".hydra").mkdir(parents=True)
+        (sweep / str(job) / "checkpoints").mkdir()
+        (sweep / str(job) / "checkpoints/best.ckpt").symlink_to(runs[name] / "checkpoints/best.ckpt")
+    failed_job(sweep / "1", "ValueError: optim.lr: expected a number > 0, got -1")
+    out = tmp_path / "ens"
+    analyze(compose_config("analyze", [f"ensemble=[{sweep}]", f"out={out}"], out))
+    report = json.loads((out / "ensemble.json").read_text())
+    assert [Path(m["checkpoint"]).parent.parent.name for m in report["members"]] == ["0", "2"]
+    assert report["notes"] == [
+        f"The sweep {sweep} left out its failed job 1: ValueError: optim.lr: expected a number > 0, got -1"
+    ]
+    # A sweep of failed jobs only, and a failed run named as a member: their errors, not callbacks=none.
+    lost = tmp_path / "lost"
+    failed_job(lost / "0", "RuntimeError: out of memory")
+    failed_job(lost / "1", "KeyError: 'x'")
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(
+            f"no job of the sweep folder {lost} is usable, every one failed "
+            "(job 0: RuntimeError: out of memory; "
+            "job 1: KeyError: 'x'); see each job's error.txt"
+        ),
+    ):
+        analyze(compose_config("analyze", [f"ensemble=[{lost}]"], tmp_path / "run"))
+    job = lost / "1"
+    message = f"ensemble member 1 ({job}): no {job}/checkpoints/best.ckpt; the run failed: KeyError: 'x'"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{job}]"], tmp_path / "run"))
+
+
+def test_ensemble_refuses_one_checkpoint_under_two_spellings(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = Path(os.path.relpath(runs["cnn4"], tmp_path))
+    assert relative.parts[0] == ".."
+    link = tmp_path / "link"
+    link.symlink_to(runs["cnn4"])
+    for other in (relative, link, link / "checkpoints/best.ckpt"):
+        message = (
+            f"ensemble: ensemble member 0 ({runs['cnn4'] / 'checkpoints/best.ckpt'}) and ensemble member 2 "
+            f"({other if other.suffix else other / 'checkpoints/best.ckpt'}) are one checkpoint, "
+            f"{(runs['cnn4'] / 'checkpoints/best.ckpt').resolve()}, named twice"
+        )
+        members = f"ensemble=[{runs['cnn4']},{runs['vggnet']},{other}]"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            analyze(compose_config("analyze", [members], tmp_path / "run"))
+
+
+def test_ensemble_refuses_a_member_with_non_finite_weights(runs, tmp_path):
+    ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
+    name = next(k for k, v in ckpt["state_dict"].items() if k.endswith("weight") and v.is_floating_point())
+    ckpt["state_dict"][name].fill_(float("nan"))
+    nan = tmp_path / "nan.ckpt"
+    torch.save(ckpt, nan)
+    message = (
+        f"ensemble member 1 ({nan}): {nan} holds NaN or infinite values in 1 of its weight tensors ({name})"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{nan}]"], tmp_path / "run"))
+
+
+def test_ensemble_notes_on_a_predicted_path_speak_of_that_path(runs, tmp_path):
+    # A member trained with another split seed: no matter for a path predicted, whose faces are its own.
+    other = other_split_member(runs, tmp_path)
+    out = tmp_path / "ens"
+    members = f"ensemble=[{runs['cnn4']},{other}]"
+    analyze(compose_config("analyze", [members, "predict='synthetic://40?seed=5'", f"out={out}"], out))
+    report = json.loads((out / "ensemble.json").read_text())
+    assert report["notes"] == [] and report["data"]["source"] == "synthetic://40?seed=5"
+    # The very data both trained on, labelled: its rows may be their training faces.
+    analyze(compose_config("analyze", [members, "predict='synthetic://300?seed=0'", f"out={out}"], out))
+    notes = json.loads((out / "ensemble.json").read_text())["notes"]
+    assert notes == [
+        f"Ensemble member {i} ({ckpt}) was trained on data.path='synthetic://300?seed=0', the data that "
+        "predict=synthetic://300?seed=0 reads: some of the labelled faces predicted may be faces it "
+        "trained on."
+        for i, ckpt in enumerate((runs["cnn4"] / "checkpoints/best.ckpt", other))
+    ]

@@ -75,7 +75,7 @@ def add_layers(analysis: Analysis, layers: Sequence[str], pool: Tensor) -> None:
         index = found.index[:n, :3]
         shown[name] = (synthetic[:n], reached[:n], pool[index].squeeze(2), found.top[:n, :3])
     if shown and analysis.settings.side_by_side:
-        analysis.figure(
+        analysis.file(
             "layers",
             "layers.png",
             lambda path: plot_layers(
@@ -112,7 +112,7 @@ def _add_layer(analysis: Analysis, name: str, pool: Tensor) -> tuple[FilterExemp
         },
         "files": files,
     }
-    analysis.figure(
+    analysis.file(
         f"filters_{name}",
         files["filters"],
         lambda path: plot_filters(
@@ -125,7 +125,7 @@ def _add_layer(analysis: Analysis, name: str, pool: Tensor) -> tuple[FilterExemp
             title=f"{name}: activation maximization (activation reached vs best real image)",
         ),
     )
-    analysis.figure(
+    analysis.file(
         f"exemplars_{name}",
         files["exemplars"],
         lambda path: plot_exemplars(
@@ -139,7 +139,7 @@ def _add_layer(analysis: Analysis, name: str, pool: Tensor) -> tuple[FilterExemp
     if found.maps.dim() == 3:
         files["feature_maps"] = f"feature_maps_{name}.png"
         shown = min(settings.feature_maps, len(found.maps))
-        analysis.figure(
+        analysis.file(
             f"feature_maps_{name}",
             files["feature_maps"],
             lambda path: plot_feature_maps(
@@ -169,7 +169,7 @@ def add_classes(analysis: Analysis, pool: Tensor) -> None:
         }
         for c, name in enumerate(names)
     }
-    analysis.figure(
+    analysis.file(
         "classes",
         "classes.png",
         lambda path: plot_class_images(

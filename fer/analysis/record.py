@@ -1,5 +1,5 @@
-"""What one analysis carries from section to section: what it studies, the numbers found, the figures
-still to draw, and where the time went."""
+"""What one analysis carries from section to section: what it studies, the numbers found, the files
+still to write, and where the time went."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ class Timer:
 @dataclass
 class Analysis:
     """One checkpoint studied on `faces`: the sections add numbers to `results` (analysis.json, which
-    must stay JSON-able) and queue figures, drawn once every number is computed."""
+    must stay JSON-able) and queue their files (figures, CSVs), written once every number is computed, so
+    that a failure on the way leaves no file of a half-done analysis."""
 
     model: FERModule
     faces: FaceSet
@@ -45,16 +46,16 @@ class Analysis:
     seed: int
     results: dict[str, Any]  # holds "notes" and "files" from the start
     timer: Timer = field(default_factory=Timer)
-    figures: list[Callable[[], Path]] = field(default_factory=list)
+    pending: list[Callable[[], Path]] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.results["notes"].append(text)
 
-    def figure(self, key: str, file: str, draw: Callable[[Path], Path]) -> None:
-        """Queue `draw(out / file)` and list `file` under `key` in the results' files."""
-        self.results["files"][key] = file
-        self.figures.append(lambda: draw(self.out / file))
+    def file(self, key: str, name: str, write: Callable[[Path], Path]) -> None:
+        """Queue `write(out / name)` and list `name` under `key` in the results' files."""
+        self.results["files"][key] = name
+        self.pending.append(lambda: write(self.out / name))
 
-    def draw_figures(self) -> None:
-        for draw in self.figures:
-            draw()
+    def write_files(self) -> None:
+        for write in self.pending:
+            write()

@@ -24,13 +24,15 @@ from fer.analysis.saliency import add_saliency
 from fer.analysis.scores import add_scores
 from fer.analysis.select import (
     checkpoint_path,
+    chosen_faces,
     data_config,
-    evaluation_faces,
     load_model,
     output_dir,
-    prediction_faces,
+    prepare_output,
     run_dir_of,
+    stale_files,
 )
+from fer.data.labels import IMAGE_SIZE
 from fer.ensemble import ensemble
 from fer.files import write_json
 from fer.interpret.attribution import METHODS
@@ -38,23 +40,54 @@ from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.interpret.layers import conv_layers, layer_by_name
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
+from fer.schema import Choice, Number
 from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)
 
+# What the `analysis` group's values may be (conf/analysis/default.yaml says what each does); out of
+# range, most fail deep inside Captum or torch, or after minutes of work.
+SETTINGS = {
+    "attribution.nt_samples": Number(1, integer=True),
+    "attribution.ig_steps": Number(1, integer=True),
+    "attribution.window": Number(1, IMAGE_SIZE, integer=True),
+    "attribution.stride": Number(1, IMAGE_SIZE, integer=True),
+    "per_class": Number(1, integer=True),
+    "metric_per_class": Number(0, integer=True),
+    "deletion_steps": Number(1, integer=True),
+    "verdict.pointing_margin": Number(-1, 1),
+    "verdict.deletion_margin": Number(-1, 1),
+    "verdict.randomization_max": Number(-1, 1),
+    "filters": Number(1, integer=True),
+    "am.steps": Number(1, integer=True),
+    "am.lr": Number(0, open_low=True),
+    "am.param": Choice(("fft", "pixel")),
+    "am.jitter": Number(0, IMAGE_SIZE - 1, integer=True),
+    "am.scale": Number(0, 1, open_high=True),
+    "am.rotate": Number(0, 180),
+    "am.climb_lr": Number(0),
+    "exemplars": Number(1, integer=True),
+    "pool": Number(1, integer=True),
+    "side_by_side": Number(0, integer=True),
+    "feature_map_image": Number(0, integer=True),
+    "feature_maps": Number(1, integer=True),
+    "mistakes": Number(0, integer=True),
+    "confused_pairs": Number(0, integer=True),
+    "batch_size": Number(1, integer=True),
+}
+# The options of the other modes, which sweep= would ignore.
+NOT_FOR_SWEEP = ("ckpt", "run", "ensemble", "predict", "split", "out", "tta")
+
 
 def run(cfg: DictConfig) -> Any:
-    """Analyse (or predict with, ensemble, or summarise) as `cfg` says; return the output folder (or the summary)."""
+    """Analyse (or predict with, ensemble, or summarise) as `cfg` says; return the output folder (or the
+    sweep folder)."""
     if cfg.get("sweep"):
-        if cfg.get("ckpt") or cfg.get("run") or cfg.get("predict"):
-            raise ValueError("sweep= summarises a sweep folder and takes no ckpt=, run= or predict=")
-        return summarize.summarize(Path(cfg.sweep))
-    if cfg.get("ensemble"):
+        return _summarize(cfg)
+    check_settings(cfg.analysis)
+    if cfg.get("ensemble") is not None:
         return ensemble(cfg)
     settings = cfg.analysis
-    unknown = [m for m in settings.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"analysis.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     torch.manual_seed(cfg.seed)  # whatever still draws from torch's global RNG
     ckpt = checkpoint_path(cfg.get("ckpt"), cfg.get("run"))
     predicting = bool(cfg.get("predict"))
@@ -63,15 +96,13 @@ def run(cfg: DictConfig) -> Any:
         model = load_model(ckpt, cfg.device)
         tta = chosen_tta(cfg.get("tta"), model.run_config)
         data = data_config(model.run_config, cfg.data, f"ckpt={ckpt}")
-        if predicting:
-            faces, selection = prediction_faces(data, str(cfg.predict), cfg.get("split"), cfg.paths.cache_dir)
-        else:
-            faces, selection = evaluation_faces(data, cfg.get("split"))
+        faces, selection = chosen_faces(data, cfg, f"ckpt={ckpt}")
     interpret = settings.interpret if settings.interpret is not None else not predicting
     notes: list[str] = []
     if interpret:  # layer names are checked before any long computation
         layers, cam_layer = _layers(model, settings, notes)
     out = output_dir(cfg.get("out"), ckpt, predicting)
+    stale = stale_files(out)
     results: dict[str, Any] = {
         "mode": "predict" if predicting else "analyze",
         "checkpoint": str(ckpt),
@@ -93,9 +124,6 @@ def run(cfg: DictConfig) -> Any:
     with timer("evaluate"):
         probs = predict_proba(model, faces.images, settings.batch_size, tta)
         add_scores(analysis, probs)
-        if predicting:
-            results["files"] |= write_prediction_files(out, faces, probs, model.class_names)
-
     if interpret:
         # Explain the true class where known, else the prediction.
         labels = torch.from_numpy(faces.labels)
@@ -107,8 +135,12 @@ def run(cfg: DictConfig) -> Any:
         with timer("class_visualization"):
             add_classes(analysis, pool)
 
-    with timer("figures"):
-        analysis.draw_figures()
+    # Every number is computed: only now does the folder change.
+    with timer("write"):
+        prepare_output(out, stale)
+        if predicting:
+            results["files"] |= write_prediction_files(out, faces, probs, model.class_names)
+        analysis.write_files()
     with timer("report"):
         write_report(out, results, model.run_config, run_dir_of(ckpt))
         results["files"]["report"] = "report.html"
@@ -121,6 +153,36 @@ def run(cfg: DictConfig) -> Any:
         )
     log.info("report: %s", out / "report.html")
     return out
+
+
+def check_settings(settings: DictConfig) -> None:
+    """Raise naming every `analysis.*` value that SETTINGS or the method list do not allow, before anything
+    is loaded or written."""
+    problems = []
+    for key, rule in SETTINGS.items():
+        value = OmegaConf.select(settings, key)
+        fits, converted = rule.check(value)
+        if not fits:
+            problems.append(f"analysis.{key}: expected {rule.describe()}, got {value!r}")
+        elif converted is not value:  # a number given as a string (analysis.filters='8')
+            OmegaConf.update(settings, key, converted)
+    unknown = [m for m in settings.methods if m not in METHODS]
+    if unknown:
+        problems.append(f"analysis.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    if problems:
+        raise ValueError("invalid analysis setting(s):\n  " + "\n  ".join(problems))
+
+
+def _summarize(cfg: DictConfig) -> Path:
+    """sweep= mode: summarise the sweep folder and print its table and files (fer.summarize.report)."""
+    given = [f"{key}=" for key in NOT_FOR_SWEEP if cfg.get(key) is not None]
+    if given:
+        raise ValueError(
+            f"sweep= summarises a sweep folder and takes no {', '.join(given)}: to average its jobs' models "
+            f"pass ensemble=[{cfg.sweep}] instead (its summary files go into the sweep folder itself)"
+        )
+    summarize.report(cfg.sweep)
+    return Path(cfg.sweep)
 
 
 def _layers(model: torch.nn.Module, settings: DictConfig, notes: list[str]) -> tuple[list[str], str | None]:

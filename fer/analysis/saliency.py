@@ -77,7 +77,7 @@ def add_saliency(analysis: Analysis, probs: Tensor, targets: Tensor, cam_layer: 
     ]
     grid = {m: maps[m][:rows] for m in methods}
     explained = "true" if (faces.labels[index[:rows].numpy()] >= 0).all() else "predicted"
-    analysis.figure(
+    analysis.file(
         "saliency",
         "saliency.png",
         lambda path: plot_saliency(

@@ -15,8 +15,8 @@ from fer.predict import scores
 
 
 def add_scores(analysis: Analysis, probs: Tensor) -> None:
-    """Score the faces' labelled rows from their class probabilities `probs` (N,K); per_class.csv now,
-    confusion.png and mistakes.png with the other figures."""
+    """Score the faces' labelled rows from their class probabilities `probs` (N,K); per_class.csv,
+    confusion.png and mistakes.png are queued with the other files."""
     faces, names, settings = analysis.faces, analysis.model.class_names, analysis.settings
     labels = torch.from_numpy(faces.labels)
     known = labels >= 0
@@ -28,12 +28,11 @@ def add_scores(analysis: Analysis, probs: Tensor) -> None:
     results = analysis.results
     results["metrics"] = scores(probs, labels)
     results["per_class"] = per_class_report(preds, labels, names)
-    write_csv(
-        analysis.out / "per_class.csv",
-        results["per_class"],
-        ["class", "precision", "recall", "f1", "support"],
+    analysis.file(
+        "per_class",
+        "per_class.csv",
+        lambda path: write_csv(path, results["per_class"], ["class", "precision", "recall", "f1", "support"]),
     )
-    results["files"]["per_class"] = "per_class.csv"
     counts, _ = confusion(preds, labels, len(names))
     results["confusion"] = counts.tolist()
     results["most_confused"] = most_confused_pairs(counts, names, settings.confused_pairs)
@@ -48,7 +47,7 @@ def add_scores(analysis: Analysis, probs: Tensor) -> None:
         for i in mistakes.tolist()
     ]
     rows = f"{results['data']['what']} of {results['data']['source']}"
-    analysis.figure(
+    analysis.file(
         "confusion",
         "confusion.png",
         lambda path: plot_confusion(counts.numpy(), names, path, title=f"Confusion on {rows}"),
@@ -57,7 +56,7 @@ def add_scores(analysis: Analysis, probs: Tensor) -> None:
     titles = [
         face_label(names, int(labels[i]), int(preds[i]), probs[i, preds[i]].item()) for i in mistakes.tolist()
     ]
-    analysis.figure(
+    analysis.file(
         "mistakes",
         "mistakes.png",
         lambda path: plot_faces(shown, titles, path, title=f"Most confident mistakes ({len(titles)})"),

@@ -3,6 +3,8 @@ where its files go."""
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,44 +14,77 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from fer import rundir
-from fer.data import read_dataset
+from fer.data import DataError, read_dataset
 from fer.data.datamodule import STAGES
 from fer.data.faceset import FaceSet
 from fer.module import FERModule
 from fer.runtime import apply_runtime
+from fer.summarize import error_line, job_dirs
+
+log = logging.getLogger(__name__)
+# The result files that list what an analysis (analysis.json) or an ensemble (ensemble.json) wrote.
+RESULT_FILES = ("analysis.json", "ensemble.json")
+_SHOWN_TENSORS = 5  # non-finite weight tensors named in load_model's error
 
 
 def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None) -> Path:
-    """The checkpoint that `ckpt=` names, or `run=`'s checkpoints/best.ckpt; errors say what is missing where
-    (`member` names an ensemble member in them instead of the option)."""
+    """The checkpoint that `ckpt=` names, or `run=`'s checkpoints/best.ckpt, checked against the sha256 its
+    run recorded; errors say what is missing where (`member` names an ensemble member in them instead of
+    the option)."""
     if ckpt and run:
         raise ValueError(f"pass ckpt=PATH or run=RUN_DIR, not both (got ckpt={ckpt} run={run})")
     name = member or (f"run={run}" if run else f"ckpt={ckpt}")
     if run:
-        folder = Path(run) / "checkpoints"
+        best = Path(run) / rundir.BEST_CKPT
         if not Path(run).is_dir():
             raise FileNotFoundError(f"{name}: no such run folder")
-        if not (folder / "best.ckpt").is_file():
-            found = sorted(p.name for p in folder.glob("*.ckpt"))
-            if found:
-                other = folder / found[0]
-                use = f"name {other} in ensemble= instead" if member else f"pass ckpt={other}"
-                hint = f"it has {', '.join(found)}: {use}"
-            else:
-                hint = "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
-            raise FileNotFoundError(f"{name}: no {folder / 'best.ckpt'}; {hint}")
-        rundir.verify_checkpoint(Path(run), folder / "best.ckpt", name)  # against metrics.json's sha256
-        return folder / "best.ckpt"
+        if not best.is_file():
+            raise FileNotFoundError(f"{name}: no {best}; {_why_no_best(Path(run), member)}")
+        return _verified(best, name)
     if ckpt:
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"{name}: no such checkpoint file")
-        return Path(ckpt)
+        return _verified(Path(ckpt), name)
     raise ValueError(
-        "nothing to analyse: pass ckpt=PATH.ckpt, run=RUN_DIR (uses RUN_DIR/checkpoints/best.ckpt) "
-        "or sweep=multirun/DATE/TIME"
+        "nothing to analyse: pass ckpt=PATH.ckpt, run=RUN_DIR (uses RUN_DIR/checkpoints/best.ckpt), "
+        "ensemble=[RUN_OR_CKPT,...] or sweep=multirun/DATE/TIME"
     )
+
+
+def _why_no_best(run: Path, member: str | None) -> str:
+    """Why run folder `run` has no checkpoints/best.ckpt, and what to pass instead."""
+    folder = run / rundir.CHECKPOINTS
+    found = sorted(p.name for p in folder.glob("*.ckpt"))
+    if found:
+        other = folder / found[0]
+        use = f"name {other} in ensemble= instead" if member else f"pass ckpt={other}"
+        return f"it has {', '.join(found)}: {use}"
+    if (run / rundir.ERROR).is_file():
+        return f"the run failed: {error_line(run)} (see {run / rundir.ERROR})"
+    jobs = [] if folder.is_dir() else job_dirs(run)
+    if jobs:
+        return (
+            f"it is a sweep folder (jobs {', '.join(job.name for job in jobs)}): pass sweep={run} for its "
+            f"table, ensemble=[{run}] to average its jobs' models, or run={jobs[0]} for one job"
+        )
+    return "the run saved no checkpoints (callbacks=none saves none, and a run that failed early neither)"
+
+
+def _verified(ckpt: Path, name: str) -> Path:
+    """`ckpt`, after checking it against the sha256 that its run's metrics.json recorded when it lies in a
+    run folder (RUN/checkpoints/NAME.ckpt); `name` says in errors which option or member gave it."""
+    run_dir = ckpt.parent.parent
+    try:
+        rundir.verify_checkpoint(run_dir, ckpt, name)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{name}: {run_dir / rundir.METRICS} is not valid JSON ({e}), so {ckpt} cannot be checked "
+            "against the sha256 it recorded: restore the file from a backup (or retrain)"
+        ) from e
+    return ckpt
 
 
 def run_dir_of(ckpt: Path) -> Path:
@@ -70,7 +105,27 @@ def load_model(ckpt: Path, device: str, member: str | None = None) -> FERModule:
         raise ValueError(f"{name}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
     except InstantiationException as e:
         raise ValueError(f"{name}: its model config does not build with this code: {e}") from e
+    bad = non_finite_tensors(model)
+    if bad:
+        shown = ", ".join(bad[:_SHOWN_TENSORS]) + (
+            f" and {len(bad) - _SHOWN_TENSORS} more" if len(bad) > _SHOWN_TENSORS else ""
+        )
+        raise ValueError(
+            f"{name}: {ckpt} holds NaN or infinite values in {len(bad)} of its weight tensors ({shown}), so "
+            "every prediction would be NaN: its training diverged or the file was damaged; use an earlier "
+            "checkpoint, or retrain (a lower optim.lr, or trainer.gradient_clip_val)"
+        )
     return apply_runtime(model, channels_last=True).eval()
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """The names of `model`'s floating-point parameters and buffers holding a NaN or an infinity (not its
+    metrics' states: a best-so-far starts at -inf)."""
+    return [
+        key
+        for key, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
 
 
 def _without_nulls(node: Any) -> Any:
@@ -146,11 +201,16 @@ def evaluation_faces(data: DictConfig, split: str | None) -> tuple[FaceSet, str]
     return stage_or_split(data, split)
 
 
+def predicts_a_path(predict: str) -> bool:
+    """Whether `predict=` names a data path or address (else a stage or split of the run's data)."""
+    return predict not in STAGES and (predict.startswith("synthetic://") or Path(predict).exists())
+
+
 def prediction_faces(
     data: DictConfig, predict: str, split: str | None, cache_dir: str | None
 ) -> tuple[FaceSet, str]:
     """What predict mode predicts: a stage or split of the run's data, or the rows of any data path."""
-    if predict in STAGES or not (predict.startswith("synthetic://") or Path(predict).exists()):
+    if not predicts_a_path(predict):
         if split is not None:
             raise ValueError(
                 f"predict={predict} already names the rows; split= only picks rows of a data path"
@@ -165,8 +225,61 @@ def prediction_faces(
     return faces, "every row"
 
 
+def chosen_faces(data: DictConfig, cfg: DictConfig, name: str) -> tuple[FaceSet, str]:
+    """The rows `cfg` asks for (`prediction_faces` with `predict=`, else `evaluation_faces`) and their
+    description. A data.path that came from checkpoint `name` and is gone is said to be so, with the
+    override that points at the data's new place."""
+    predict = str(cfg.predict) if cfg.get("predict") else None
+    try:
+        if predict:
+            return prediction_faces(data, predict, cfg.get("split"), cfg.paths.cache_dir)
+        return evaluation_faces(data, cfg.get("split"))
+    except DataError as e:
+        reads_run_data = not (predict and predicts_a_path(predict))
+        from_checkpoint = cfg.data.get("path") is None
+        path = str(data.path)
+        if not (reads_run_data and from_checkpoint) or path.startswith("synthetic://") or Path(path).exists():
+            raise
+        raise DataError(
+            f"{name}: data.path={path} comes from the checkpoint's run config (the data it trained on), and "
+            f"there is nothing there now; if the data moved, pass data.path=NEW_PATH"
+        ) from e
+
+
 def output_dir(out: str | None, ckpt: Path, predicting: bool) -> Path:
-    """`out=`, else the run dir's analysis/ (predictions/ in predict mode); created."""
-    folder = Path(out) if out else run_dir_of(ckpt) / ("predictions" if predicting else "analysis")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """`out=`, else the run dir's analysis/ (predictions/ in predict mode)."""
+    return Path(out) if out else run_dir_of(ckpt) / ("predictions" if predicting else "analysis")
+
+
+def stale_files(out: Path) -> list[str]:
+    """The files an earlier analysis or ensemble wrote into `out`: those its analysis.json or ensemble.json
+    lists, and that file. Called before the work starts, so that an unreadable list fails at once."""
+    stale = []
+    for result in RESULT_FILES:
+        path = out / result
+        if not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            found = None
+        files = found.get("files", {}) if isinstance(found, dict) else None
+        if not isinstance(files, dict):
+            raise ValueError(
+                f"output folder {out}: {path} is not the JSON an analysis writes (an object with a 'files' "
+                "object), so the files of the analysis before cannot be told from others: remove it (and the "
+                "files it wrote), or choose another out="
+            )
+        # Only plain names: nothing outside `out` is ever removed.
+        stale += [n for n in files.values() if isinstance(n, str) and Path(n).name == n] + [result]
+    return stale
+
+
+def prepare_output(out: Path, stale: list[str]) -> None:
+    """Create `out` and remove the `stale` files in it (`stale_files`), so that no file of an earlier
+    analysis stays beside the new ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        if (out / name).is_file():
+            (out / name).unlink()
+            log.info("removed %s: the analysis before wrote it into %s", name, out)

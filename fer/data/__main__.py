@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
-from fer.data.errors import DataError
+from fer.data.errors import DataError, DataWarning
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES
 from fer.data.readers import LAYOUTS, ON_BAD_ROW, read_with_status
@@ -48,13 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the decode cache")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        faces, cache_status = read_with_status(
-            args.path, args.layout, args.on_bad_row, False if args.no_cache else args.cache_dir
-        )
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Data notes (rows skipped, images converted) are part of the answer, so they print as plain lines
+    # rather than as Python warnings quoting this file's source.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            faces, cache_status = read_with_status(
+                args.path, args.layout, args.on_bad_row, False if args.no_cache else args.cache_dir
+            )
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    for w in caught:
+        if isinstance(w.message, DataWarning):
+            print(f"note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(summary(faces, time.perf_counter() - start, cache_status))
     return 0
 

@@ -1,8 +1,12 @@
 """FER2013 readers: the original CSV, the course CSV pair, the image-folder release and synthetic data.
 
+The course layout also reads the Kaggle competition's own train.csv (emotion,pixels) and test.csv (pixels):
+the same pair under fer2013.csv's column names.
+
 Row ids, stable whatever rows are skipped:
   fer2013_csv   `row-K`: the row on line K+1 of the file (the header is line 1), so `row-1` is the first row
-  course        `train-K` likewise for train.csv; test.csv rows keep their `id` column
+  course        `train-K` likewise for train.csv; test.csv rows keep their `id` column, or are `test-K`
+                in Kaggle's test.csv, which has none
   image_folder  the image's path relative to the root, e.g. `train/happy/Training_10.jpg`
 """
 
@@ -32,6 +36,8 @@ ON_BAD_ROW = ("error", "skip")
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 COURSE_FILES = ("train.csv", "test.csv")
+FER2013_FILES = ("fer2013.csv", "fer2013.csv.gz", "icml_face_data.csv")  # icml_face_data: Kaggle's copy
+FER2013_USAGES = ("Training", "PublicTest", "PrivateTest")  # the splits the datamodule's defaults name
 
 _SHOWN_PROBLEMS = 5  # bad rows quoted in the note of a read that skipped them
 _CHUNK_ROWS = 1024  # rows per bulk parse: bounds its int64 buffer to ~19 MB
@@ -100,10 +106,34 @@ def read_with_status(
         faces = read()
         if directory is not None:
             cache.save(directory, key, faces)
+    # Checked after the cache, not in the reader, so entries cached before this check get the note too.
+    faces.warnings = faces.warnings + _unknown_usage_notes(faces)
     for note in faces.warnings:  # also on a cache hit, so a read says the same whether cached or not
         skip_note = faces.skipped and note.startswith("skipped ")
         warnings.warn(RowsSkipped(note, faces.skipped) if skip_note else DataWarning(note), stacklevel=3)
     return faces, status
+
+
+def _unknown_usage_notes(faces: FaceSet) -> list[str]:
+    """The note of a fer2013.csv read with Usage values other than FER2013's, which no default stage reads.
+
+    A note rather than a bad row: data.splits may name any split, so a file can hold splits of its own.
+    """
+    if faces.layout != "fer2013_csv":
+        return []
+    unknown = ~np.isin(faces.split, FER2013_USAGES)
+    if not unknown.any():
+        return []
+    names, counts = np.unique(faces.split[unknown], return_counts=True)
+    found = ", ".join(
+        f"{name!r} ({count})" for name, count in zip(names.tolist(), counts.tolist(), strict=True)
+    )
+    first_line = int(faces.ids[unknown][0].removeprefix("row-")) + 1  # row-K is on line K+1
+    return [
+        f"{int(unknown.sum())} rows of {faces.source} have a Usage other than {', '.join(FER2013_USAGES)}: "
+        f"{found} (first on line {first_line}); only a stage whose data.splits names that split reads them, "
+        "so correct the Usage in the file if it is a typo"
+    ]
 
 
 class RowsSkipped(DataWarning):
@@ -130,26 +160,30 @@ def _locate(path: Path, layout: str) -> _Source:
             return _course(path)
         if layout in ("auto", "image_folder") and any((path / name).is_dir() for name in ("train", "test")):
             return _image_folder(path)
-        for name in ("fer2013.csv", "fer2013.csv.gz"):
+        for name in FER2013_FILES:
             if layout in ("auto", "fer2013_csv") and (path / name).is_file():
                 return _Source("fer2013_csv", path / name, [path / name])
         raise DataError(
             f"{path}: unknown layout{'' if layout == 'auto' else f' (not {layout})'}: expected fer2013.csv, "
-            f"course train.csv/test.csv, or train/ and test/ folders of class subfolders.\n{_HOW_TO_GET}"
+            "icml_face_data.csv, train.csv/test.csv (the course's or Kaggle's), or train/ and test/ folders "
+            f"of class subfolders.\n{_HOW_TO_GET}"
         )
     if layout == "image_folder":
         raise DataError(f"{path}: the image_folder layout reads a folder with train/ and test/, not a file")
     if layout == "auto":
         header = _first_line(path)
-        columns = [c.strip().strip('"').lower() for c in header.split(",")]
-        if "pixels" in columns:
-            layout = "fer2013_csv"
-        elif "feature" in columns:
+        columns = _column_names(header)
+        # Kaggle's train.csv/test.csv have fer2013.csv's columns less Usage: known by their file names.
+        kaggle_pair = "pixels" in columns and "usage" not in columns and path.name in COURSE_FILES
+        if "feature" in columns or kaggle_pair:
             layout = "course"
+        elif "pixels" in columns:
+            layout = "fer2013_csv"
         else:
             raise DataError(
                 f"{path}: line 1: unknown layout: header is {header.strip()!r}; expected "
-                "emotion,pixels,Usage (fer2013.csv) or label,feature / id,feature (course train/test.csv)"
+                "emotion,pixels,Usage (fer2013.csv), label,feature / id,feature (course train/test.csv) "
+                "or emotion,pixels / pixels (Kaggle train/test.csv)"
             )
     if layout == "course":
         return _course(path.parent)
@@ -206,21 +240,48 @@ def _read_fer2013_csv(source: _Source, on_bad_row: str) -> FaceSet:
     return _assemble(source, rows, on_bad_row, [])
 
 
+@dataclass(frozen=True)
+class _PairColumns:
+    """The columns of a train.csv or test.csv that hold the pixels, the label and the id (None: no such)."""
+
+    pixels: str
+    label: str | None = None
+    id: str | None = None
+
+
+_PAIR_COLUMNS = {
+    ("course", "train.csv"): _PairColumns("feature", label="label"),
+    ("course", "test.csv"): _PairColumns("feature", id="id"),
+    ("kaggle", "train.csv"): _PairColumns("pixels", label="emotion"),
+    ("kaggle", "test.csv"): _PairColumns("pixels"),
+}
+
+
+def _pair_columns(path: Path) -> _PairColumns:
+    """The course's column names, or Kaggle's where the header has fer2013.csv's `pixels`."""
+    variant = "kaggle" if "pixels" in _column_names(_first_line(path)) else "course"
+    return _PAIR_COLUMNS[variant, path.name]
+
+
 def _read_course(source: _Source, on_bad_row: str) -> FaceSet:
     parts = []
     for path in source.files:
         train = path.name == "train.csv"
-        columns, lines, problems = _read_csv(path, ("label", "feature") if train else ("id", "feature"))
+        names = _pair_columns(path)
+        wanted = tuple(name for name in (names.label, names.pixels, names.id) if name)
+        columns, lines, problems = _read_csv(path, wanted)
         n = len(lines)
-        if train:
-            ids = np.array([f"train-{line - 1}" for line in lines], dtype=str)
-        else:
-            ids = _parse_text(columns["id"], problems, "id")
+        if names.id:
+            ids = _parse_text(columns[names.id], problems, "id")
             _check_unique_ids(path, ids, lines)
+        else:
+            ids = np.array([f"{'train' if train else 'test'}-{line - 1}" for line in lines], dtype=str)
+        images = _parse_pixels(columns[names.pixels], problems)
+        labels = _parse_labels(columns[names.label], problems) if names.label else np.full(n, -1, np.int64)
         parts.append(
             _Rows(
-                images=_parse_pixels(columns["feature"], problems),
-                labels=_parse_labels(columns["label"], problems) if train else np.full(n, -1, np.int64),
+                images=images,
+                labels=labels,
                 split=np.full(n, "Training" if train else "test"),
                 ids=ids,
                 problems=problems.found,
@@ -353,9 +414,14 @@ def _first_line(path: Path) -> str:
     return line
 
 
+def _column_names(header: str) -> list[str]:
+    """A CSV header's column names, lower-case, without quotes or the spaces icml_face_data.csv has."""
+    return [c.strip().strip('"').lower() for c in header.split(",")]
+
+
 def _read_csv(path: Path, wanted: tuple[str, ...]) -> tuple[dict[str, list[bytes]], list[int], _Problems]:
-    """The `wanted` columns (lower-case names) of every non-blank data row, each row's line number, and the
-    rows with the wrong number of fields (their columns read as empty).
+    """The `wanted` columns (lower-case names) of every non-blank data row (blank: empty or only whitespace),
+    each row's line number, and the rows with the wrong number of fields (their columns read as empty).
 
     Hand-split rather than csv/pandas: no field holds a comma, and bytes.split is several times faster.
     """
@@ -370,13 +436,13 @@ def _read_csv(path: Path, wanted: tuple[str, ...]) -> tuple[dict[str, list[bytes
     lines = data.split(b"\n")
     del data  # halves the peak memory on the full file
     header = lines[0].decode(errors="replace")
-    names = [c.strip().strip('"').lower() for c in header.split(",")]
+    names = _column_names(header)
     missing = [w for w in wanted if w not in names]
     if missing:
         raise DataError(
             f"{path}: line 1: missing column {', '.join(missing)} (found columns: {', '.join(names)})"
         )
-    numbers = [k for k in range(2, len(lines) + 1) if lines[k - 1]]
+    numbers = [k for k in range(2, len(lines) + 1) if lines[k - 1] and not lines[k - 1].isspace()]
     if not numbers:
         raise DataError(f"{path}: no data rows after the header on line 1")
     rows = [lines[k - 1].split(b",") for k in numbers]

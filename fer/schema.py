@@ -199,20 +199,30 @@ RULES: dict[str, Any] = {
 def validate(cfg: DictConfig) -> None:
     """Check every key of RULES present in `cfg`; convert numeric strings in place; raise ConfigError
     listing every wrong value."""
-    problems = []
-    for key, rule in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is _ABSENT:
-            continue
-        fits, converted = rule.check(value)
-        if not fits:
-            problems.append(f"{key}: expected {rule.describe()}, got {value!r}")
-        elif converted is not value and isinstance(value, str):
-            log.info("%s: read the string %r as the number %r", key, value, converted)
-            OmegaConf.update(cfg, key, converted)
+    given = {key: OmegaConf.select(cfg, key, default=_ABSENT) for key in RULES}
+    converted, problems = check_values(RULES, {k: v for k, v in given.items() if v is not _ABSENT})
+    for key, value in converted.items():
+        if value is not given[key] and isinstance(given[key], str):
+            log.info("%s: read the string %r as the number %r", key, given[key], value)
+            OmegaConf.update(cfg, key, value)
     problems += _unsized_schedule(cfg) + _missing_stages(cfg) + _trains_nothing(cfg)
     if problems:
         raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))
+
+
+def check_values(
+    rules: dict[str, Any], values: dict[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """Each of `values` that `rules` has a rule for, checked: the values (a numeric string read as its number)
+    and a line per wrong one, naming its key (after `prefix`), what is allowed and what was given."""
+    converted, problems = {}, []
+    for key, value in values.items():
+        if key not in rules:
+            continue
+        fits, converted[key] = rules[key].check(value)
+        if not fits:
+            problems.append(f"{prefix}{key}: expected {rules[key].describe()}, got {value!r}")
+    return converted, problems
 
 
 def _unsized_schedule(cfg: DictConfig) -> list[str]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fer.data.labels import IMAGE_SIZE
-from fer.schema import TTA_RULES
+from fer.schema import TTA_RULES, check_values
 
 
 def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor]:
@@ -41,20 +41,14 @@ def num_views(tta: Mapping[str, Any] | None) -> int:
 def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
     """`tta` with its flip and shift checked against TTA_RULES (a numeric string read as its number); the
     error names each wrong `tta.KEY` and its value, and `origin` says where the values came from."""
-    checked, problems = dict(tta), []
-    for key, rule in TTA_RULES.items():
-        if key not in tta:
-            continue
-        fits, checked[key] = rule.check(tta[key])
-        if not fits:
-            problems.append(f"tta.{key}: expected {rule.describe()}, got {tta[key]!r}")
+    converted, problems = check_values(TTA_RULES, dict(tta), "tta.")
     if problems:
         raise ValueError(
             f"invalid TTA value(s){origin}: {'; '.join(problems)} (tta.shift: pixels each corner view is "
             f"shifted by, at most {IMAGE_SIZE - 1} on a {IMAGE_SIZE}x{IMAGE_SIZE} face; tta.flip: whether "
             "the mirror images are views too)"
         )
-    return checked
+    return {**tta, **converted}
 
 
 def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:

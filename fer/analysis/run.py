@@ -40,7 +40,7 @@ from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.interpret.layers import conv_layers, layer_by_name
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
-from fer.schema import Choice, Number
+from fer.schema import Choice, Number, check_values
 from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)
@@ -158,14 +158,11 @@ def run(cfg: DictConfig) -> Any:
 def check_settings(settings: DictConfig) -> None:
     """Raise naming every `analysis.*` value that SETTINGS or the method list do not allow, before anything
     is loaded or written."""
-    problems = []
-    for key, rule in SETTINGS.items():
-        value = OmegaConf.select(settings, key)
-        fits, converted = rule.check(value)
-        if not fits:
-            problems.append(f"analysis.{key}: expected {rule.describe()}, got {value!r}")
-        elif converted is not value:  # a number given as a string (analysis.filters='8')
-            OmegaConf.update(settings, key, converted)
+    given = {key: OmegaConf.select(settings, key) for key in SETTINGS}
+    converted, problems = check_values(SETTINGS, given, "analysis.")
+    for key, value in converted.items():
+        if value is not given[key]:  # a number given as a string (analysis.filters='8')
+            OmegaConf.update(settings, key, value)
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown:
         problems.append(f"analysis.methods: unknown {unknown}; choose from {', '.join(METHODS)}")

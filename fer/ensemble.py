@@ -31,6 +31,7 @@ from fer.analysis.select import (
 )
 from fer.files import write_csv, write_json
 from fer.predict import predict_proba, scores, write_prediction_files
+from fer.schema import ConfigError
 from fer.summarize import error_line, job_dirs
 from fer.tta import chosen_tta, tta_label
 
@@ -94,7 +95,7 @@ def _refuse_duplicates(found: list[Path], entries: Sequence[str]) -> None:
     for i, ckpt in enumerate(found):
         j = first.setdefault(ckpt.resolve(), i)
         if j != i:
-            raise ValueError(
+            raise ConfigError(
                 f"ensemble: {member_name(j, found[j])} and {member_name(i, ckpt)} are one checkpoint, "
                 f"{ckpt.resolve()}, named twice (in ensemble={list(entries)}): name it once"
             )
@@ -133,11 +134,11 @@ def _same_data(a: str | None, b: str) -> bool:
 def ensemble(cfg: DictConfig) -> Path:
     """Evaluate (or predict with) the mean of the members' probabilities; return the output folder."""
     if cfg.get("ckpt") or cfg.get("run"):
-        raise ValueError("ensemble= names its members itself: pass no ckpt= or run=")
+        raise ConfigError("ensemble= names its members itself: pass no ckpt= or run=")
     entries = cfg.ensemble
     entries = [str(e) for e in (entries if isinstance(entries, (list, ListConfig)) else [entries])]
     if not any(entries):
-        raise ValueError(
+        raise ConfigError(
             f"ensemble={cfg.ensemble!r} names no member: list checkpoint files, run folders or sweep "
             "folders, e.g. ensemble=[outputs/run_a,outputs/run_b]"
         )
@@ -153,7 +154,7 @@ def ensemble(cfg: DictConfig) -> Path:
     names = models[0].class_names
     for name, model in zip(who[1:], models[1:]):
         if model.class_names != names:
-            raise ValueError(f"{name} has classes {model.class_names}, {who[0]} has {names}")
+            raise ConfigError(f"{name} has classes {model.class_names}, {who[0]} has {names}")
     data = data_config(models[0].run_config, cfg.data, who[0])
     faces, selection = chosen_faces(data, cfg, who[0])
     labels = torch.from_numpy(faces.labels)

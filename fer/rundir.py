@@ -66,7 +66,8 @@ SCHEDULE_SIZE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
 class RunDirError(RuntimeError):
-    """The run folder holds another run, or a resume does not match its checkpoint."""
+    """A run folder or checkpoint that cannot serve as asked: the folder holds another run, a resume does not
+    match its checkpoint, or a file is damaged, foreign or changed since training recorded it."""
 
 
 def _left_files(run_dir: Path) -> list[str]:
@@ -198,7 +199,7 @@ def verify_checkpoint(run_dir: Path, ckpt: Path, name: str) -> None:
         return
     actual = sha256(ckpt)
     if actual != recorded[key]:
-        raise ValueError(
+        raise RunDirError(
             f"{name}: {ckpt}: sha256 {actual} differs from the {recorded[key]} that {metrics_file} recorded when "
             "training ended: the file was changed or damaged since (or a resumed run is still training); "
             "retrain, or restore it from a backup"

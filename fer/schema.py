@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer.data.datamodule import DEFAULT_SPLITS, conflicting_settings
 from fer.data.labels import IMAGE_SIZE
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
 from fer.models.normalization import NORMALIZATIONS
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
-    """Config values of the wrong type or out of range."""
+    """Config values or command-line options that are wrong: of the wrong type, out of range, or in a
+    combination that does not work."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def validate(cfg: DictConfig) -> None:
         if value is not given[key] and isinstance(given[key], str):
             log.info("%s: read the string %r as the number %r", key, given[key], value)
             OmegaConf.update(cfg, key, value)
-    problems += _unsized_schedule(cfg) + _missing_stages(cfg) + _trains_nothing(cfg)
+    problems += _unsized_schedule(cfg) + _missing_stages(cfg) + _trains_nothing(cfg) + _conflicts(cfg)
     if problems:
         raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))
 
@@ -258,6 +260,21 @@ def _missing_stages(cfg: DictConfig) -> list[str]:
             "selects best.ckpt): name a split, or set data.val_fraction=0.1 to hold out a tenth of train"
         )
     return problems
+
+
+def _conflicts(cfg: DictConfig) -> list[str]:
+    """Data and aug settings that contradict each other (fer.data.datamodule.conflicting_settings)."""
+    if OmegaConf.select(cfg, "data", default=None) is None:
+        return []
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    aug = OmegaConf.select(cfg, "aug", default=None)
+    return conflicting_settings(
+        data.get("splits") or DEFAULT_SPLITS,
+        data.get("val_fraction"),
+        bool(data.get("on_device")),
+        data.get("num_workers") or 0,
+        {} if aug is None else OmegaConf.to_container(aug, resolve=True),
+    )
 
 
 def _trains_nothing(cfg: DictConfig) -> list[str]:

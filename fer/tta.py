@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fer.data.labels import IMAGE_SIZE
-from fer.schema import TTA_RULES, check_values
+from fer.schema import TTA_RULES, ConfigError, check_values
 
 
 def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor]:
@@ -43,7 +43,7 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
     error names each wrong `tta.KEY` and its value, and `origin` says where the values came from."""
     converted, problems = check_values(TTA_RULES, dict(tta), "tta.")
     if problems:
-        raise ValueError(
+        raise ConfigError(
             f"invalid TTA value(s){origin}: {'; '.join(problems)} (tta.shift: pixels each corner view is "
             f"shifted by, at most {IMAGE_SIZE - 1} on a {IMAGE_SIZE}x{IMAGE_SIZE} face; tta.flip: whether "
             "the mirror images are views too)"

@@ -21,6 +21,8 @@ from fer.data import DataError
 from fer.data.datamodule import FERDataModule
 from fer.interpret.attribution import METHODS
 from fer.module import FERModule
+from fer.rundir import RunDirError
+from fer.schema import ConfigError
 from fer.train import run as train
 from tests.conftest import FAST, ROOT, SHARED_FER2013, compose_config, damaged_copy
 
@@ -284,56 +286,56 @@ def test_split_and_data_overrides(trained, tmp_path):
     [
         (["ckpt=/no/such.ckpt"], FileNotFoundError, "ckpt=/no/such.ckpt: no such checkpoint file"),
         (["run=/no/such/run"], FileNotFoundError, "run=/no/such/run: no such run folder"),
-        ([], ValueError, r"pass ckpt=PATH.ckpt, run=RUN_DIR .*, ensemble=\[RUN_OR_CKPT,...\] or sweep="),
-        (["RUN", "ckpt=/x.ckpt"], ValueError, "pass ckpt=PATH or run=RUN_DIR, not both"),
+        ([], ConfigError, r"pass ckpt=PATH.ckpt, run=RUN_DIR .*, ensemble=\[RUN_OR_CKPT,...\] or sweep="),
+        (["RUN", "ckpt=/x.ckpt"], ConfigError, "pass ckpt=PATH or run=RUN_DIR, not both"),
         (
             ["RUN", "analysis.methods=[saliency,lime]"],
-            ValueError,
+            ConfigError,
             r"unknown \['lime'\]; choose from saliency, ",
         ),
         (
             ["RUN", "analysis.layers=[net.features.99]"],
-            ValueError,
-            "conv layers of this model: net.features.0, ",
+            ConfigError,
+            r"analysis.layers: unknown layer 'net.features.99'; conv layers of this model: net.features.0, ",
         ),
-        (["RUN", "analysis.cam_layer=net.nope"], ValueError, "unknown layer 'net.nope'"),
+        (["RUN", "analysis.cam_layer=net.nope"], ConfigError, "analysis.cam_layer: unknown layer 'net.nope'"),
         (
             ["RUN", "split=Nope"],
-            ValueError,
+            ConfigError,
             r"split='Nope' is not a stage \(train\|val\|test\|predict\) nor ",
         ),
-        (["RUN", "predict=Nope"], ValueError, r"predict='Nope' is not a stage, a data path nor a split of "),
-        (["RUN", "predict=val", "split=test"], ValueError, "split= only picks rows of a data path"),
+        (["RUN", "predict=Nope"], ConfigError, r"predict='Nope' is not a stage, a data path nor a split of "),
+        (["RUN", "predict=val", "split=test"], ConfigError, "split= only picks rows of a data path"),
         (
             ["RUN", "predict='synthetic://40?seed=1'", "split=val"],
-            ValueError,
+            ConfigError,
             r"split='val' is not a split of predict=synthetic://40\?seed=1; its splits: ",
         ),
-        (["RUN", "data.pth=x"], ValueError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
-        (["RUN", "data.splits.tset=x"], ValueError, "data.splits.tset: not in the data config"),
+        (["RUN", "data.pth=x"], ConfigError, r"data.pth: not in the data config of ckpt=.*its keys: path, "),
+        (["RUN", "data.splits.tset=x"], ConfigError, "data.splits.tset: not in the data config"),
         (
             ["RUN", "analysis.attribution.window=0"],
-            ValueError,
+            ConfigError,
             r"analysis.attribution.window: expected an integer in \[1, 48\], got 0",
         ),
-        (["RUN", "analysis.filters=0"], ValueError, r"analysis.filters: expected an integer >= 1, got 0"),
+        (["RUN", "analysis.filters=0"], ConfigError, r"analysis.filters: expected an integer >= 1, got 0"),
         (
             ["RUN", "analysis.batch_size=0"],
-            ValueError,
+            ConfigError,
             r"analysis.batch_size: expected an integer >= 1, got 0",
         ),
         (
             ["RUN", "analysis.am.steps=2.5", "analysis.am.param=dct"],
-            ValueError,
+            ConfigError,
             r"(?s)analysis.am.steps: expected an integer >= 1, got 2.5"
             r".*analysis.am.param: expected one of fft, ",
         ),
         (
             ["RUN", "tta=crops", "tta.shift=1.5"],
-            ValueError,
+            ConfigError,
             r"tta.shift: expected an integer in \[0, 47\], got 1.5",
         ),
-        (["ensemble=[]"], ValueError, r"ensemble=\[\] names no member: list checkpoint files, run folders "),
+        (["ensemble=[]"], ConfigError, r"ensemble=\[\] names no member: list checkpoint files, run folders "),
     ],
 )
 def test_bad_input_says_what_and_where(trained, tmp_path, overrides, error, message):
@@ -352,7 +354,7 @@ def test_run_dir_without_checkpoints_lists_what_it_has(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"it has last.ckpt: pass ckpt={empty}/checkpoints/last.ckpt"):
         analyze(analyze_config(tmp_path / "out", f"run={empty}"))
     (empty / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="not a checkpoint of fer's FERModule"):
+    with pytest.raises(RunDirError, match="not a checkpoint of fer's FERModule"):
         analyze(analyze_config(tmp_path / "out", f"ckpt={empty}/junk.ckpt"))
 
 
@@ -368,7 +370,7 @@ def test_a_changed_checkpoint_is_refused_when_named_by_ckpt_too(trained, tmp_pat
     damaged = damaged_copy(trained, tmp_path / "damaged")
     ckpt = damaged / "checkpoints/best.ckpt"
     name = re.escape(f"ckpt={ckpt}: {ckpt.resolve()}")
-    with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
+    with pytest.raises(RunDirError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
         analyze(analyze_config(tmp_path / "out", f"ckpt={ckpt}"))
     assert not (tmp_path / "out").exists()
 
@@ -384,7 +386,7 @@ def test_non_finite_weights_are_refused_by_name(trained, tmp_path):
         f"ckpt={nan}: {nan} holds NaN or infinite values in 2 of its weight tensors "
         "(net.features.0.weight, net.classifier.3.bias), so every prediction would be NaN"
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(RunDirError, match=re.escape(message)):
         analyze(analyze_config(tmp_path / "out", f"ckpt={nan}"))
     assert not (tmp_path / "out").exists()
 
@@ -418,7 +420,7 @@ def test_a_damaged_metrics_json_is_named(trained, tmp_path):
     run_dir = shutil.copytree(trained, tmp_path / "run", ignore=shutil.ignore_patterns("analysis"))
     (run_dir / "metrics.json").write_text('{"best": {')
     for option in (f"run={run_dir}", f"ckpt={run_dir}/checkpoints/best.ckpt"):
-        with pytest.raises(ValueError, match=re.escape(f"{run_dir / 'metrics.json'} is not valid JSON (")):
+        with pytest.raises(RunDirError, match=re.escape(f"{run_dir / 'metrics.json'} is not valid JSON (")):
             analyze(analyze_config(tmp_path / "out", option))
     assert not (tmp_path / "out").exists()
     # A checkpoint beside a damaged metrics.json (a run folder without checkpoints/): reported with a note.
@@ -498,7 +500,7 @@ def test_sweep_prints_its_table_and_refuses_what_it_ignores(tmp_path, capsys):
     assert f"  {sweep / 'summary.md'}\n" in printed and (sweep / "summary.csv").is_file()
     for option in ("out=/tmp/fer_out", f"ensemble=[{sweep}]", "tta=flip", "split=val"):
         name = option.split("=")[0]
-        with pytest.raises(ValueError, match=rf"sweep= summarises a sweep folder and takes no {name}=: "):
+        with pytest.raises(ConfigError, match=rf"sweep= summarises a sweep folder and takes no {name}=: "):
             analyze(compose_config("analyze", [f"sweep={sweep}", option], tmp_path / "x"))
     # run= on a sweep folder says what it is and what to pass instead.
     with pytest.raises(

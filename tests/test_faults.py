@@ -283,10 +283,29 @@ def test_a_refused_run_leaves_the_other_runs_record_as_it_was(tmp_path):
     assert (
         "- trainer.max_epochs=1" in record["overrides.yaml"] and "models.cnn4.CNN4" in record["config.yaml"]
     )
+    log = (run_dir / rundir.JOB_LOG).read_text()
     refused = subprocess.run([*cli, "model=vgg8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "already holds a run" in refused.stderr
+    assert refused.returncode == 1 and f"error: {run_dir} already holds a run (" in refused.stderr
+    assert "Traceback" not in refused.stderr and "traceback is in" not in refused.stderr
     assert {p.name: p.read_text() for p in (run_dir / rundir.HYDRA_RECORD).iterdir()} == record
     assert not (run_dir / rundir.ERROR).exists()
+    assert (run_dir / rundir.JOB_LOG).read_text() == log
+
+
+def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(tmp_path):
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "train.py", *TINY, f"hydra.run.dir={run_dir}", "optim.lr=-1"]
+    bad = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    assert "error: invalid config value(s):\n  optim.lr: expected a number > 0, got -1\n" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    # The traceback is kept where the run wrote it, and the message says where.
+    assert f"(the traceback is in {run_dir / rundir.ERROR})" in bad.stderr
+    assert "Traceback" in (run_dir / rundir.ERROR).read_text()
+    analyze = [sys.executable, "analyze.py", "ensemble=[]"]
+    bad = subprocess.run(analyze, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "error: ensemble=[] names no member" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_non_finite_loss_stops_and_names_where(tmp_path):
@@ -342,6 +361,20 @@ def test_metrics_json_is_strict(tmp_path):
             "data.splits.val=null",
             "data.splits.val: null with data.val_fraction null leaves nothing to validate",
         ),
+        # Settings that cannot go together, named by both keys.
+        (
+            "aug.alternate_flip=true aug.hflip=0.5",
+            "aug.alternate_flip=true and aug.hflip=0.5 both flip the faces; set aug.hflip=0",
+        ),
+        (
+            "data.val_fraction=0.1",
+            "data.val_fraction=0.1 and data.splits.val='PublicTest' both choose the validation set",
+        ),
+        (
+            "data.on_device=true data.num_workers=2",
+            "data.on_device=true serves batches from the device itself",
+        ),
+        ("+data.splits.tset=x", "data.splits has unknown key(s) ['tset']"),
     ],
 )
 def test_bad_config_value_is_named_before_data_is_read(override, message, tmp_path):
@@ -422,7 +455,9 @@ def test_changed_checkpoint_is_refused_by_analyze(reference):
     assert checkpoint_path(None, str(run_dir)) == run_dir / rundir.BEST_CKPT  # intact: accepted
     broken = damaged_copy(run_dir, run_dir.parent / "broken")
     name = re.escape(f"run={broken}: {broken.resolve() / rundir.BEST_CKPT}")
-    with pytest.raises(ValueError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"):
+    with pytest.raises(
+        rundir.RunDirError, match=rf"^{name}: sha256 [0-9a-f]{{64}} differs from the [0-9a-f]{{64}}"
+    ):
         checkpoint_path(None, str(broken))
 
 

@@ -16,6 +16,8 @@ from fer.analysis.run import run as analyze
 from fer.analysis.select import load_model
 from fer.data.datamodule import FERDataModule
 from fer.predict import predict_proba
+from fer.rundir import RunDirError
+from fer.schema import ConfigError
 from fer.train import run as train
 from fer.tta import checked_tta, tta_log_probs, tta_views, view_log_probs
 from tests.conftest import compose_config, damaged_copy, quick_run
@@ -195,9 +197,9 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
     )
     # A member whose best.ckpt changed since its run recorded the file's sha256.
     damaged = damaged_copy(runs["cnn4"], tmp_path / "damaged")
-    with pytest.raises(ValueError, match=re.escape(f"ensemble member 1 ({damaged}): ") + ".*: sha256 "):
+    with pytest.raises(RunDirError, match=re.escape(f"ensemble member 1 ({damaged}): ") + ".*: sha256 "):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{damaged}]"], tmp_path))
-    with pytest.raises(ValueError, match="named twice"):
+    with pytest.raises(ConfigError, match="named twice"):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{runs['cnn4']}]"], tmp_path))
     # A member whose classes come in another order cannot be averaged with the others.
     ckpt = torch.load(runs["vggnet"] / "checkpoints/best.ckpt", weights_only=True)
@@ -205,7 +207,7 @@ def test_ensemble_names_what_it_cannot_use(runs, tmp_path):
     reordered = tmp_path / "reordered.ckpt"
     torch.save(ckpt, reordered)
     with pytest.raises(
-        ValueError, match=re.escape(f"ensemble member 1 ({reordered}) has classes ['Neutral'")
+        ConfigError, match=re.escape(f"ensemble member 1 ({reordered}) has classes ['Neutral'")
     ):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{reordered}]"], tmp_path))
 
@@ -242,7 +244,7 @@ def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monke
     out = tmp_path / "ens"
     members = f"ensemble=[{runs['cnn4']},{broken}]"
     name = re.escape(f"ensemble member 1 ({broken})")
-    with pytest.raises(ValueError, match=rf"(?s){name}: its model config does not build.*\[8, 'X'\]"):
+    with pytest.raises(RunDirError, match=rf"(?s){name}: its model config does not build.*\[8, 'X'\]"):
         analyze(compose_config("analyze", [members, f"out={out}"], tmp_path / "run"))
     assert evaluated == [] and not out.exists()
 
@@ -259,7 +261,7 @@ def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monke
 )
 def test_tta_values_are_checked_by_name(runs, tmp_path, overrides, message):
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=re.escape(f"invalid TTA value(s): {message}")):
+    with pytest.raises(ConfigError, match=re.escape(f"invalid TTA value(s): {message}")):
         analyze(
             compose_config("analyze", [f"run={runs['cnn4']}", f"out={out}", *overrides], tmp_path / "run")
         )
@@ -274,7 +276,7 @@ def test_tta_values_are_checked_wherever_they_come_from(runs, tmp_path):
     }
     # The test stage of train.py scores through view_log_probs.
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
-    with pytest.raises(ValueError, match=re.escape("tta.flip: expected true or false, got 'maybe'")):
+    with pytest.raises(ConfigError, match=re.escape("tta.flip: expected true or false, got 'maybe'")):
         view_log_probs(model, torch.zeros(2, 1, 48, 48), {"flip": "maybe", "shift": 0})
     # A run config's TTA, used when tta= is not given.
     ckpt = torch.load(runs["cnn4"] / "checkpoints/best.ckpt", weights_only=True)
@@ -285,7 +287,7 @@ def test_tta_values_are_checked_wherever_they_come_from(runs, tmp_path):
         "invalid TTA value(s) in the checkpoint's run config (pass tta=none, flip or crops instead): "
         "tta.shift: expected an integer in [0, 47], got 1.5"
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         analyze(compose_config("analyze", [f"ckpt={odd}", f"out={tmp_path / 'out'}"], tmp_path / "run"))
     out = tmp_path / "out"
     analyze(
@@ -349,7 +351,7 @@ def test_ensemble_refuses_one_checkpoint_under_two_spellings(runs, tmp_path, mon
             f"{(runs['cnn4'] / 'checkpoints/best.ckpt').resolve()}, named twice"
         )
         members = f"ensemble=[{runs['cnn4']},{runs['vggnet']},{other}]"
-        with pytest.raises(ValueError, match=re.escape(message)):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             analyze(compose_config("analyze", [members], tmp_path / "run"))
 
 
@@ -362,7 +364,7 @@ def test_ensemble_refuses_a_member_with_non_finite_weights(runs, tmp_path):
     message = (
         f"ensemble member 1 ({nan}): {nan} holds NaN or infinite values in 1 of its weight tensors ({name})"
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(RunDirError, match=re.escape(message)):
         analyze(compose_config("analyze", [f"ensemble=[{runs['cnn4']},{nan}]"], tmp_path / "run"))
 
 

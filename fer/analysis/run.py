@@ -40,7 +40,7 @@ from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.interpret.layers import conv_layers, layer_by_name
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
-from fer.schema import Choice, Number, check_values
+from fer.schema import Choice, ConfigError, Number, check_values
 from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,14 @@ def check_settings(settings: DictConfig) -> None:
     if unknown:
         problems.append(f"analysis.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     if problems:
-        raise ValueError("invalid analysis setting(s):\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid analysis setting(s):\n  " + "\n  ".join(problems))
 
 
 def _summarize(cfg: DictConfig) -> Path:
     """sweep= mode: summarise the sweep folder and print its table and files (fer.summarize.report)."""
     given = [f"{key}=" for key in NOT_FOR_SWEEP if cfg.get(key) is not None]
     if given:
-        raise ValueError(
+        raise ConfigError(
             f"sweep= summarises a sweep folder and takes no {', '.join(given)}: to average its jobs' models "
             f"pass ensemble=[{cfg.sweep}] instead (its summary files go into the sweep folder itself)"
         )
@@ -190,8 +190,12 @@ def _layers(model: torch.nn.Module, settings: DictConfig, notes: list[str]) -> t
         list(settings.layers) if settings.layers is not None else list(dict.fromkeys(convs[:1] + convs[-1:]))
     )
     cam = settings.cam_layer or default_cam_layer(model)
-    for name in [*layers, *([cam] if cam else [])]:
-        layer_by_name(model, name)
+    named = [("analysis.layers", n) for n in layers] + ([("analysis.cam_layer", cam)] if cam else [])
+    for key, name in named:
+        try:
+            layer_by_name(model, name)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
     if not convs:
         notes.append(
             "The model has no convolutional layers: filters, exemplars, feature maps, Grad-CAM and "

@@ -21,7 +21,9 @@ from fer.data import DataError, read_dataset
 from fer.data.datamodule import STAGES
 from fer.data.faceset import FaceSet
 from fer.module import FERModule
+from fer.rundir import RunDirError
 from fer.runtime import apply_runtime
+from fer.schema import ConfigError
 from fer.summarize import error_line, job_dirs
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None
     run recorded; errors say what is missing where (`member` names an ensemble member in them instead of
     the option)."""
     if ckpt and run:
-        raise ValueError(f"pass ckpt=PATH or run=RUN_DIR, not both (got ckpt={ckpt} run={run})")
+        raise ConfigError(f"pass ckpt=PATH or run=RUN_DIR, not both (got ckpt={ckpt} run={run})")
     name = member or (f"run={run}" if run else f"ckpt={ckpt}")
     if run:
         best = Path(run) / rundir.BEST_CKPT
@@ -48,7 +50,7 @@ def checkpoint_path(ckpt: str | None, run: str | None, member: str | None = None
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"{name}: no such checkpoint file")
         return _verified(Path(ckpt), name)
-    raise ValueError(
+    raise ConfigError(
         "nothing to analyse: pass ckpt=PATH.ckpt, run=RUN_DIR (uses RUN_DIR/checkpoints/best.ckpt), "
         "ensemble=[RUN_OR_CKPT,...] or sweep=multirun/DATE/TIME"
     )
@@ -80,7 +82,7 @@ def _verified(ckpt: Path, name: str) -> Path:
     try:
         rundir.verify_checkpoint(run_dir, ckpt, name)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
+        raise RunDirError(
             f"{name}: {run_dir / rundir.METRICS} is not valid JSON ({e}), so {ckpt} cannot be checked "
             "against the sha256 it recorded: restore the file from a backup (or retrain)"
         ) from e
@@ -102,15 +104,15 @@ def load_model(ckpt: Path, device: str, member: str | None = None) -> FERModule:
     try:
         model = FERModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as e:
-        raise ValueError(f"{name}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
+        raise RunDirError(f"{name}: not a checkpoint of fer's FERModule ({type(e).__name__}: {e})") from e
     except InstantiationException as e:
-        raise ValueError(f"{name}: its model config does not build with this code: {e}") from e
+        raise RunDirError(f"{name}: its model config does not build with this code: {e}") from e
     bad = non_finite_tensors(model)
     if bad:
         shown = ", ".join(bad[:_SHOWN_TENSORS]) + (
             f" and {len(bad) - _SHOWN_TENSORS} more" if len(bad) > _SHOWN_TENSORS else ""
         )
-        raise ValueError(
+        raise RunDirError(
             f"{name}: {ckpt} holds NaN or infinite values in {len(bad)} of its weight tensors ({shown}), so "
             "every prediction would be NaN: its training diverged or the file was damaged; use an earlier "
             "checkpoint, or retrain (a lower optim.lr, or trainer.gradient_clip_val)"
@@ -155,12 +157,12 @@ def data_config(run_config: Mapping[str, Any] | None, changes: DictConfig, name:
     base = (run_config or {}).get("data")
     if base is None:
         if "path" not in given:
-            raise ValueError(f"{name} holds no run_config (saved by an older fer): pass data.path=...")
+            raise ConfigError(f"{name} holds no run_config (saved by an older fer): pass data.path=...")
         base = {"_target_": "fer.data.datamodule.FERDataModule"}
     else:
         unknown = _unknown_keys(given, base)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{', '.join(unknown)}: not in the data config of {name}; "
                 f"its keys: {', '.join(k for k in base if k != '_target_')}"
             )
@@ -174,7 +176,7 @@ def stage_or_split(data: DictConfig, name: str, option: str = "split") -> tuple[
         datamodule = instantiate(data)
         datamodule.setup()
         if name not in datamodule.faces:
-            raise ValueError(
+            raise ConfigError(
                 f"{option}={name}: the run's data config has no {name} stage (data.splits.{name} is null); "
                 f"stages it has: {', '.join(datamodule.faces)}; or name a split of {data.path}"
             )
@@ -190,7 +192,7 @@ def _rows_of_split(faces: FaceSet, name: str, option: str, expected: str) -> Fac
     rows = faces.split == name
     if not rows.any():
         present = ", ".join(f"{k} ({v} rows)" for k, v in faces.split_counts().items())
-        raise ValueError(f"{option}={name!r} is not {expected}; its splits: {present}")
+        raise ConfigError(f"{option}={name!r} is not {expected}; its splits: {present}")
     return faces.subset(rows)
 
 
@@ -212,7 +214,7 @@ def prediction_faces(
     """What predict mode predicts: a stage or split of the run's data, or the rows of any data path."""
     if not predicts_a_path(predict):
         if split is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"predict={predict} already names the rows; split= only picks rows of a data path"
             )
         return stage_or_split(data, predict, "predict")
@@ -265,7 +267,7 @@ def stale_files(out: Path) -> list[str]:
             found = None
         files = found.get("files", {}) if isinstance(found, dict) else None
         if not isinstance(files, dict):
-            raise ValueError(
+            raise ConfigError(
                 f"output folder {out}: {path} is not the JSON an analysis writes (an object with a 'files' "
                 "object), so the files of the analysis before cannot be told from others: remove it (and the "
                 "files it wrote), or choose another out="

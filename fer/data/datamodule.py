@@ -22,6 +22,37 @@ from fer.schedules import fit_progress
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test", "predict")
+DEFAULT_SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+def conflicting_settings(
+    splits: Mapping[str, Any],
+    val_fraction: float | None,
+    on_device: bool,
+    num_workers: int,
+    aug: Mapping[str, Any],
+) -> list[str]:
+    """The data and aug settings that cannot go together, a line each naming its keys: checked before any
+    data is read (fer.schema.validate) and by FERDataModule itself."""
+    problems = []
+    unknown = set(splits) - set(STAGES)
+    if unknown:
+        problems.append(f"data.splits has unknown key(s) {sorted(unknown)}; valid keys: {list(STAGES)}")
+    if val_fraction is not None and splits.get("val"):
+        problems.append(
+            f"data.val_fraction={val_fraction} and data.splits.val={splits['val']!r} both choose the "
+            "validation set; set data.splits.val=null to carve it from the train split"
+        )
+    if on_device and num_workers:
+        problems.append(
+            f"data.on_device=true serves batches from the device itself: set data.num_workers=0 "
+            f"(got {num_workers})"
+        )
+    if aug.get("alternate_flip") and aug.get("hflip"):
+        problems.append(
+            f"aug.alternate_flip=true and aug.hflip={aug['hflip']} both flip the faces; set aug.hflip=0"
+        )
+    return problems
 
 
 class BatchTensors(TensorDataset):
@@ -85,38 +116,24 @@ class FERDataModule(pl.LightningDataModule):
         on_device: bool = False,
     ) -> None:
         super().__init__()
-        splits = dict(splits or {"train": "Training", "val": "PublicTest", "test": "PrivateTest"})
-        unknown = set(splits) - set(STAGES)
-        if unknown:
-            raise DataError(f"data.splits has unknown key(s) {sorted(unknown)}; valid keys: {list(STAGES)}")
+        splits = dict(splits or DEFAULT_SPLITS)
+        aug = dict(aug or {})
+        conflicts = conflicting_settings(splits, val_fraction, on_device, num_workers, aug)
+        if conflicts:
+            raise DataError("; ".join(conflicts))
         if normalization not in NORMALIZATIONS:
             raise DataError(f"data.normalization={normalization!r} is not one of {list(NORMALIZATIONS)}")
-        if val_fraction is not None and splits.get("val"):
-            raise DataError(
-                f"data.val_fraction={val_fraction} and data.splits.val={splits['val']!r} both choose the "
-                "validation set; set data.splits.val=null to carve it from the train split"
-            )
         if val_fraction is not None and not 0 < val_fraction < 1:
             raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        if on_device and num_workers:
-            raise DataError(
-                f"data.on_device=true serves batches from the device itself: set data.num_workers=0 "
-                f"(got {num_workers})"
-            )
         self.path, self.layout, self.splits = path, layout, splits
         self.val_fraction, self.normalization = val_fraction, normalization
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_dir, self.on_bad_row, self.split_seed = cache_dir, on_bad_row, split_seed
         self.on_device = on_device
-        aug = dict(aug or {})
         # MixUp/CutMix change the labels too, so they run apart from the image-only BatchAugment.
         self.mix = label_mixing(mixup=aug.pop("mixup", 0.0), cutmix=aug.pop("cutmix", 0.0))
         # The alternating flip depends on each image, so train batches then carry its flag per image.
         self.alternate_flip = bool(aug.pop("alternate_flip", False))
-        if self.alternate_flip and aug.get("hflip"):
-            raise DataError(
-                f"aug.alternate_flip=true and aug.hflip={aug['hflip']} both flip the faces; set aug.hflip=0"
-            )
         self.flipped_first: torch.Tensor | None = None  # per train image, drawn in setup
         # Progressive resizing: train batches downscaled to progressive_start pixels at the start of the
         # fit, growing to the full size by the progressive_until fraction of it.

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
 from fer.data.errors import DataError
@@ -16,8 +17,10 @@ from fer.rundir import RunDirError
 from fer.schema import ConfigError
 
 # Errors whose message says what was wrong and where (a config key, a file and line, a run folder): the
-# traceback would only bury it. Anything else is a bug, and keeps its traceback.
-BAD_INPUT = (ConfigError, DataError, RunDirError, FileNotFoundError)
+# traceback would only bury it. Hydra's InstantiationException is a config value that a model's or an
+# optimizer's class refused (model.activation=foo): it names the class, and the class's error the value.
+# Anything else is a bug, and keeps its traceback.
+BAD_INPUT = (ConfigError, DataError, RunDirError, FileNotFoundError, InstantiationException)
 
 
 @contextmanager

@@ -294,16 +294,22 @@ def test_a_refused_run_leaves_the_other_runs_record_as_it_was(tmp_path):
 
 def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(tmp_path):
     run_dir = tmp_path / "run"
-    train = [sys.executable, "train.py", *TINY, f"hydra.run.dir={run_dir}", "optim.lr=-1"]
-    bad = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    train = [sys.executable, "train.py", *TINY, f"hydra.run.dir={run_dir}"]
+    how = dict(cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([*train, "optim.lr=-1"], **how)
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert "error: invalid config value(s):\n  optim.lr: expected a number > 0, got -1\n" in bad.stderr
     assert "Traceback" not in bad.stderr
     # The traceback is kept where the run wrote it, and the message says where.
     assert f"(the traceback is in {run_dir / rundir.ERROR})" in bad.stderr
     assert "Traceback" in (run_dir / rundir.ERROR).read_text()
+    # A value that only the model's class checks: Hydra names the class, the class the value.
+    bad = subprocess.run([*train, "model=vgg8", "model.activation=foo"], **how)
+    assert bad.returncode == 1 and "error: Error in call to target 'fer.models.vgg.VGG'" in bad.stderr
+    assert "VGG activation must be one of ['relu', 'selu'], got 'foo'" in bad.stderr
+    assert "Traceback" not in bad.stderr
     analyze = [sys.executable, "analyze.py", "ensemble=[]"]
-    bad = subprocess.run(analyze, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(analyze, **how)
     assert bad.returncode == 1 and "error: ensemble=[] names no member" in bad.stderr
     assert "Traceback" not in bad.stderr
 

@@ -13,8 +13,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from fer.runtime import bf16_if_native
+
 # `${fer.env_unset:WANDB_API_KEY}` is true when the variable is missing: W&B then logs offline.
 OmegaConf.register_new_resolver("fer.env_unset", lambda name: not os.environ.get(name), replace=True)
+
+# `${fer.bf16_if_native:bf16-mixed,32-true}`: the first where the run's device computes bf16 natively, else the second.
+OmegaConf.register_new_resolver(
+    "fer.bf16_if_native",
+    lambda if_native, otherwise, _root_: bf16_if_native(if_native, otherwise, _root_.trainer.accelerator),
+    replace=True,
+)
 
 # `- any_keys@data` in a defaults list: an empty node that takes any key from the command line
 # (`data.path=...`, no `+`), where Hydra's struct mode refuses keys a config does not list. analyze.py

@@ -9,21 +9,11 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+from fer.runtime import native_bfloat16
+
 # The quintic Newton-Schulz coefficients of Muon (and of torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or an x86 CPU
-    with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    # torch.cpu's checks are private, but torch has no public one for this: torch.backends.mkldnn's bf16
-    # support also holds on plain AVX-512, where vgg8's optimizer step took 96 ms in bfloat16 against 46 in float32.
-    return device.type == "cpu" and (
-        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    )
 
 
 def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:

@@ -1,4 +1,5 @@
-"""Speed knobs of a run (`runtime:` in conf/train.yaml): memory format and torch.compile.
+"""Speed knobs of a run (`runtime:` in conf/train.yaml): memory format and torch.compile; and whether the
+hardware computes bf16 natively, which decides if bf16 pays.
 
 They change how fast a module computes, not what it computes (beyond float rounding), so they are
 applied to a built module and kept out of its hyperparameters: a checkpoint loads the same with or
@@ -39,20 +40,35 @@ def apply_runtime(
     return module
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as oneDNN's bf16 kernels need."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware: a CUDA GPU that supports it, or an x86 CPU with
+    AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    # torch.cpu's checks are private, but torch has no public one for this: torch.backends.mkldnn's bf16
+    # support also holds on plain AVX-512, where vgg8 trained at 0.6x fp32's speed in bf16 and its Muon step
+    # took 96 ms in bfloat16 against 46 in float32.
+    return device.type == "cpu" and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+
+
+def bf16_if_native(if_native: str, otherwise: str, accelerator: str = "auto") -> str:
+    """`if_native` where the run's device (a CUDA GPU unless `accelerator` is "cpu" or none is present)
+    computes bfloat16 natively, else `otherwise`: the recipes' `${fer.bf16_if_native:bf16-mixed,32-true}`."""
+    on_gpu = accelerator != "cpu" and torch.cuda.is_available()
+    return if_native if native_bfloat16(torch.device("cuda" if on_gpu else "cpu")) else otherwise
 
 
 def warn_slow_bf16(trainer: pl.Trainer) -> None:
     """Log a warning when a run autocasts to bf16 on a CPU without native bf16.
 
-    oneDNN then emulates bf16. Measured with bench/bench_throughput.py on vgg8 (batch 128, 2 cores,
-    the same CPU capped by ONEDNN_MAX_CPU_ISA), bf16 training ran at 0.6x fp32's speed under
-    AVX512_CORE and 0.12x under AVX2, where natively it runs at 2.2x.
+    oneDNN then emulates bf16. Measured with bench/bench_throughput.py on vgg8 (batch 128, 2 cores): bf16
+    training ran at 0.6x fp32's speed on an AVX512 CPU with its BF16 instructions masked (ONEDNN_MAX_CPU_ISA),
+    and at 0.12x on one masked to AVX2, where natively it runs at 2.2x.
     """
-    on_cpu = trainer.strategy.root_device.type == "cpu"
-    if on_cpu and str(trainer.precision).startswith("bf16") and not cpu_has_native_bf16():
+    device = trainer.strategy.root_device
+    if device.type == "cpu" and str(trainer.precision).startswith("bf16") and not native_bfloat16(device):
         log.warning(
             "trainer.precision=%s on a CPU without AVX512-BF16 or AMX: bf16 is emulated there and "
             "trains several times slower than fp32; set trainer.precision=32-true",

@@ -75,8 +75,27 @@ def test_on_device_needs_the_loader_in_process():
 def test_bf16_on_a_cpu_without_native_bf16_warns_how_to_fix_it(
     monkeypatch, caplog, precision, native, warned
 ):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: native)
     trainer = pl.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
     with caplog.at_level(logging.WARNING, logger="fer.runtime"):
         runtime.warn_slow_bf16(trainer)
     assert ("set trainer.precision=32-true" in caplog.text) is warned
+
+
+@pytest.mark.parametrize("experiment", ["speedrun", "best"])
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "native_on", "expected"),
+    [
+        ("auto", False, {"cpu"}, "bf16-mixed"),  # an AVX512-BF16 or AMX CPU
+        ("auto", False, set(), "32-true"),  # an AVX2 laptop: bf16 would be emulated, 0.12x fp32's speed
+        ("auto", True, {"cuda"}, "bf16-mixed"),  # a GPU that computes bf16, whatever the CPU
+        ("cpu", True, {"cuda"}, "32-true"),  # trainer.accelerator=cpu asks the CPU, not the GPU beside it
+    ],
+)
+def test_the_recipes_train_in_bf16_only_where_the_device_computes_it(
+    monkeypatch, train_config, experiment, accelerator, cuda, native_on, expected
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: device.type in native_on)
+    cfg = train_config(f"experiment={experiment}", f"trainer.accelerator={accelerator}")
+    assert cfg.trainer.precision == expected

@@ -1,7 +1,8 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
 `--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
 loop in fp32 and bf16 autocast, contiguous and channels_last, the plain loop under `torch.compile`, and
-the cost of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run.
+the cost of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run. The last
+two use channels_last and the precision a recipe picks on the device: bf16 where it is native, else fp32.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
@@ -28,7 +29,7 @@ from fer.config import compose_option
 from fer.data.datamodule import FERDataModule
 from fer.models import MODEL_NAMES
 from fer.module import FERModule
-from fer.runtime import apply_runtime
+from fer.runtime import apply_runtime, native_bfloat16
 
 AUG = {"hflip": 0.5, "pad_crop": 2}
 
@@ -158,10 +159,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="measure channels_last in fp32 where the rest measures bf16: on a CPU without AVX512-BF16 or AMX, "
+        "bf16 is emulated, ~10x slower than fp32 (vgg8 on 2 AVX2 cores: 9 img/s)",
+    )
+    parser.add_argument(
         "--optims",
         nargs="*",
         default=["muon"],
-        help="conf/optim options measured against adamw (the other measurements') at bf16 + channels_last",
+        help="conf/optim options measured against adamw (the other measurements') with channels_last, in bf16 "
+        "where the device computes it natively, else in fp32",
     )
     args = parser.parse_args()
     device = torch.device(
@@ -178,23 +186,25 @@ def main() -> None:
     datamodule.setup("fit")
     plan = Plan(datamodule, device, args.batches, args.warmup)
     n = args.batches
+    low = not args.no_bf16  # whether the "+cl" columns and rows are in bf16
+    column = f"{'bf16' if low else 'fp32'}+cl"
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {n} timed batches")
     print(
-        f"{'model':<11} {'train fp32':>11} {'train bf16+cl':>14} {'infer fp32':>11} {'infer bf16+cl':>14}  (img/s)"
+        f"{'model':<11} {'train fp32':>11} {'train ' + column:>14} {'infer fp32':>11} {'infer ' + column:>14}  (img/s)"
     )
     for name in args.models:
         row = [
             plain_loop(name, plan, False, False),
-            plain_loop(name, plan, True, True),
+            plain_loop(name, plan, low, True),
             inference(name, device, False, False, args.batch_size * 2, n),
-            inference(name, device, True, True, args.batch_size * 2, n),
+            inference(name, device, low, True, args.batch_size * 2, n),
         ]
         print(f"{name:<11} {row[0]:>11.0f} {row[1]:>14.0f} {row[2]:>11.0f} {row[3]:>14.0f}", flush=True)
     for name in args.compare:
         print(f"\n{name}: training img/s, fer (Lightning Trainer.fit) and the plain loop, same batches")
         print(f"{'setting':<22} {'plain':>8} {'fer':>8} {'fer/plain':>10}")
         results = {}
-        for bf16 in (False, True):
+        for bf16 in (False, True) if low else (False,):
             for channels_last in (False, True):
                 setting = f"{'bf16' if bf16 else 'fp32'} {'channels_last' if channels_last else 'contiguous'}"
                 plain = plain_loop(name, plan, bf16, channels_last)
@@ -202,28 +212,31 @@ def main() -> None:
                 results[bf16, channels_last] = plain, fer
                 print(f"{setting:<22} {plain:>8.0f} {fer:>8.0f} {fer / plain:>10.2f}", flush=True)
         for label, loop in (("plain", 0), ("fer", 1)):
-            bf16_gain = results[True, False][loop] / results[False, False][loop]
-            cl_gain = results[False, True][loop] / results[False, False][loop]
-            both = results[True, True][loop] / results[False, False][loop]
-            print(
-                f"{label:<6} bf16/fp32 {bf16_gain:.2f}  channels_last/contiguous {cl_gain:.2f}  both/neither {both:.2f}"
-            )
-        eager = results[True, True]
+            base = results[False, False][loop]
+            gains = f"channels_last/contiguous {results[False, True][loop] / base:.2f}"
+            if low:
+                gains = (
+                    f"bf16/fp32 {results[True, False][loop] / base:.2f}  {gains}  "
+                    f"both/neither {results[True, True][loop] / base:.2f}"
+                )
+            print(f"{label:<6} {gains}")
+        # The other optimizers and torch.compile are measured in the precision a recipe would train in here
+        # (fer.bf16_if_native): emulated bf16 would time the emulation, not them.
+        bf16 = low and native_bfloat16(device)
+        fast, eager = f"{'bf16' if bf16 else 'fp32'} channels_last", results[bf16, True]
         for optim in args.optims:
             plain, fer = (
-                plain_loop(name, plan, True, True, optim=optim),
-                fer_loop(name, plan, True, True, optim),
+                plain_loop(name, plan, bf16, True, optim=optim),
+                fer_loop(name, plan, bf16, True, optim),
             )
             print(
-                f"bf16 channels_last, optim={optim}: plain {plain:.0f}, fer {fer:.0f} img/s; "
+                f"{fast}, optim={optim}: plain {plain:.0f}, fer {fer:.0f} img/s; "
                 f"against adamw {plain / eager[0]:.2f} / {fer / eager[1]:.2f}"
             )
         if args.no_compile:
             continue
-        compiled = plain_loop(name, plan, True, True, compile=True)
-        print(
-            f"plain bf16 channels_last, torch.compile: {compiled:.0f} img/s, compiled/eager {compiled / eager[0]:.2f}"
-        )
+        compiled = plain_loop(name, plan, bf16, True, compile=True)
+        print(f"plain {fast}, torch.compile: {compiled:.0f} img/s, compiled/eager {compiled / eager[0]:.2f}")
 
 
 if __name__ == "__main__":

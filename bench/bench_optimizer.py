@@ -16,7 +16,7 @@ from timing import best_of
 
 from fer.config import compose_option
 from fer.module import FERModule
-from fer.optimizers import native_bfloat16
+from fer.runtime import native_bfloat16
 
 
 def step_ms(model: str, optim: dict, repeats: int) -> float:

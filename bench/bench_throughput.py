@@ -1,6 +1,7 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
 `--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
-loop in fp32 and bf16 autocast, contiguous and channels_last, the plain loop under `torch.compile`, and
+loop in fp32 and bf16 autocast (where the device computes bf16 natively: `--bf16`), contiguous and
+channels_last, the plain loop under `torch.compile`, and
 the cost of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run. The last
 two use channels_last and the precision a recipe picks on the device: bf16 where it is native, else fp32.
 
@@ -159,10 +160,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     parser.add_argument(
-        "--no-bf16",
-        action="store_true",
-        help="measure channels_last in fp32 where the rest measures bf16: on a CPU without AVX512-BF16 or AMX, "
-        "bf16 is emulated, ~10x slower than fp32 (vgg8 on 2 AVX2 cores: 9 img/s)",
+        "--bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="whether the '+cl' columns and the --compare part measure bf16 autocast; auto (the default): only "
+        "where the device computes it natively (an AVX512-BF16 or AMX CPU, a GPU that supports it), else fp32 + "
+        "channels_last in its place, because emulated bf16 is ~10x slower than fp32 (vgg8 on 2 AVX2 cores: 9 img/s "
+        "against 94) and would take most of the bench's time",
     )
     parser.add_argument(
         "--optims",
@@ -186,9 +190,13 @@ def main() -> None:
     datamodule.setup("fit")
     plan = Plan(datamodule, device, args.batches, args.warmup)
     n = args.batches
-    low = not args.no_bf16  # whether the "+cl" columns and rows are in bf16
+    low = native_bfloat16(device) if args.bf16 == "auto" else args.bf16 == "on"  # the "+cl" columns and rows
     column = f"{'bf16' if low else 'fp32'}+cl"
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {n} timed batches")
+    if args.bf16 == "auto" and not low:
+        print(
+            "bf16 is emulated on this device: fp32 + channels_last in its place (--bf16 on times the emulation)"
+        )
     print(
         f"{'model':<11} {'train fp32':>11} {'train ' + column:>14} {'infer fp32':>11} {'infer ' + column:>14}  (img/s)"
     )

@@ -1,9 +1,9 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
 `--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
 loop in fp32 and bf16 autocast (where the device computes bf16 natively: `--bf16`), contiguous and
-channels_last, the plain loop under `torch.compile`, and
-the cost of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run. The last
-two use channels_last and the precision a recipe picks on the device: bf16 where it is native, else fp32.
+channels_last, the plain loop under `torch.compile`, and the cost of each other optimizer of `--optims` (Muon:
+the speedrun's), all measured in the same run. The last two use channels_last and the precision a recipe picks
+on the device: bf16 where it is native, else fp32.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
@@ -190,7 +190,9 @@ def main() -> None:
     datamodule.setup("fit")
     plan = Plan(datamodule, device, args.batches, args.warmup)
     n = args.batches
-    low = native_bfloat16(device) if args.bf16 == "auto" else args.bf16 == "on"  # the "+cl" columns and rows
+    native = native_bfloat16(device)
+    # whether the "+cl" columns and the --compare rows are in bf16
+    low = native if args.bf16 == "auto" else args.bf16 == "on"
     column = f"{'bf16' if low else 'fp32'}+cl"
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, {n} timed batches")
     if args.bf16 == "auto" and not low:
@@ -230,7 +232,7 @@ def main() -> None:
             print(f"{label:<6} {gains}")
         # The other optimizers and torch.compile are measured in the precision a recipe would train in here
         # (fer.bf16_if_native): emulated bf16 would time the emulation, not them.
-        bf16 = low and native_bfloat16(device)
+        bf16 = low and native
         fast, eager = f"{'bf16' if bf16 else 'fp32'} channels_last", results[bf16, True]
         for optim in args.optims:
             plain, fer = (

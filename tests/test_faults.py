@@ -306,7 +306,7 @@ def test_bad_input_on_the_command_line_is_a_message_not_a_traceback(tmp_path):
     # A value that only the model's class checks: Hydra names the class, the class the value.
     bad = subprocess.run([*train, "model=vgg8", "model.activation=foo"], **how)
     assert bad.returncode == 1 and "error: Error in call to target 'fer.models.vgg.VGG'" in bad.stderr
-    assert "VGG activation must be one of ['relu', 'selu'], got 'foo'" in bad.stderr
+    assert "VGG activation must be one of ['gelu', 'relu', 'selu', 'silu'], got 'foo'" in bad.stderr
     assert "Traceback" not in bad.stderr
     analyze = [sys.executable, "analyze.py", "ensemble=[]"]
     bad = subprocess.run(analyze, **how)

@@ -28,12 +28,15 @@ VARIANTS |= {
         "activation": "selu",
         "batch_norm": False,
     },
+    # The smooth activations of a speedrun trial (conf/experiment/speedrun_fp32.yaml).
+    "vgg8-gelu": compose_option("model", "vgg8") | {"activation": "gelu"},
+    "vgg8-silu": compose_option("model", "vgg8") | {"activation": "silu"},
     "resnet18-small": {"_target_": "fer.models.resnet.ResNet18", "stem": "small"},
     "resnet18-gray-stem": {"_target_": "fer.models.resnet.ResNet18", "gray": "stem"},
     "resnet18-gray-stem-small": {"_target_": "fer.models.resnet.ResNet18", "gray": "stem", "stem": "small"},
 }
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.SELU)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.SELU, nn.GELU, nn.SiLU)
 
 
 def faces(batch: int = 2) -> torch.Tensor:
@@ -180,7 +183,7 @@ def test_invalid_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="depth"):
         VGG(depth=11)
     with pytest.raises(ValueError, match="activation"):
-        VGG(activation="gelu")
+        VGG(activation="tanh")
     with pytest.raises(ValueError, match="pool"):
         VGG(pool="sum")
     with pytest.raises(ValueError, match="layers"):

@@ -16,7 +16,7 @@ cfgs: dict[int, list[int | str]] = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
 }
 
-activations: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "selu": nn.SELU}
+activations: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "selu": nn.SELU, "silu": nn.SiLU}
 pools: dict[str, type[nn.Module]] = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 
 
@@ -92,7 +92,8 @@ class VGG(nn.Module):
             in_features = width
         self.classifier = nn.Sequential(*fc, nn.Linear(in_features, num_classes))
 
-        # LeCun normal (kaiming with gain 1, fan_in) is the init SELU's self-normalization assumes.
+        # He init for ReLU; LeCun normal (kaiming with gain 1, fan_in) for the others: the init SELU's
+        # self-normalization assumes. Behind BatchNorm only the head's scale differs.
         nonlinearity = "relu" if activation == "relu" else "linear"
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):

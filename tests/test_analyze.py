@@ -522,6 +522,18 @@ def test_dnn_without_convolutions_skips_the_layer_parts(tmp_path):
     assert "no convolutional layers" in (out / "report.html").read_text()
 
 
+def test_a_gelu_net_leaves_guided_backprop_out_and_says_so(tmp_path):
+    run_dir = tmp_path / "gelu"
+    net = ["model=vgg8", "model.activation=gelu", "model.layers=[8,M,16,M]", "model.head=[]"]
+    train(compose_config("train", [*FAST, *net, "debug=fast", "seed=0"], run_dir))
+    out = tmp_path / "gelu_analysis"
+    analyze(analyze_config(out, f"run={run_dir}", *SMALL, "analysis.methods=[saliency,guided_backprop]"))
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["saliency"]["methods"] == ["saliency"]
+    assert any("Guided Backprop guides: it is left out" in note for note in analysis["notes"])
+    assert "Guided Backprop guides: it is left out" in (out / "report.html").read_text()
+
+
 def test_command_line(trained, tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "analyze.py", f"run={trained}", f"out={out}", "analysis.interpret=false"]

@@ -10,6 +10,7 @@ import torch
 from captum.attr import GuidedBackprop, Saliency
 from torch import nn
 
+from fer.analysis.saliency import usable_methods
 from fer.data.labels import NUM_CLASSES
 from fer.data.synthetic import generate
 from fer.interpret.activation_max import (
@@ -18,7 +19,7 @@ from fer.interpret.activation_max import (
     maximize_activation,
     maximize_class,
 )
-from fer.interpret.attribution import METHODS, attribute
+from fer.interpret.attribution import METHODS, attribute, guidable
 from fer.interpret.evaluation import (
     bootstrap_interval,
     deletion_auc,
@@ -38,6 +39,7 @@ from fer.interpret.layers import conv_layers, last_conv, layer_output
 from fer.interpret.mistakes import confusion, most_confident_mistakes, most_confused_pairs, per_class_report
 from fer.models.cnn4 import CNN4
 from fer.models.normalization import Normalization
+from fer.models.vgg import VGG
 
 N_TRAIN, N_EVAL = 2200, 64
 REPORT_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "hirescam")
@@ -301,6 +303,19 @@ def test_guided_backprop_guides_leaky_relu(trained, few_faces):
     assert torch.allclose(ours, reference[:, 0], rtol=1e-4, atol=1e-6 * ours.abs().max().item())
     plain = Saliency(leaky).attribute(images.clone().requires_grad_(), target=labels, abs=False)[:, 0]
     assert not torch.allclose(ours, plain, rtol=0.1)
+
+
+@pytest.mark.parametrize("activation", ["selu", "gelu", "silu"])
+def test_a_net_without_relu_is_not_guided_and_its_analysis_leaves_guided_backprop_out(activation, few_faces):
+    images, labels = few_faces
+    net = VGG(layers=[8, "M", 16, "M"], head=[], activation=activation)
+    assert not guidable(net) and guidable(VGG(layers=[8, "M", 16, "M"], head=[]))
+    with pytest.raises(ValueError, match="guided_backprop needs nn.ReLU"):
+        attribute(net, images, labels, "guided_backprop")
+    assert usable_methods(list(METHODS), "features.0", net) == [m for m in METHODS if m != "guided_backprop"]
+    assert usable_methods(list(METHODS), None, net) == [
+        m for m in METHODS if m not in ("guided_backprop", "gradcam", "hirescam")
+    ]
 
 
 def test_randomized_copy_reinitialises_every_weight_and_spares_the_original(trained):

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from fer.analysis.record import Analysis
-from fer.interpret.attribution import attribute
+from fer.interpret.attribution import attribute, guidable
 from fer.interpret.evaluation import evaluate_methods
 from fer.interpret.figures import face_label, pick_per_class, plot_saliency
 from fer.interpret.layers import layer_by_name
@@ -17,9 +17,20 @@ from fer.interpret.layers import layer_by_name
 CAM_METHODS = ("gradcam", "hirescam")
 
 
-def usable_methods(methods: Sequence[str], cam_layer: str | None) -> list[str]:
-    """`methods` without the CAM ones when there is no layer to take a CAM of."""
-    return [m for m in methods if m not in CAM_METHODS or cam_layer is not None]
+def usable_methods(methods: Sequence[str], cam_layer: str | None, model: torch.nn.Module) -> list[str]:
+    """`methods` without the CAM ones when there is no layer to take a CAM of, and without Guided Backprop
+    when the model has no ReLU to guide."""
+    return [
+        m
+        for m in methods
+        if (m not in CAM_METHODS or cam_layer is not None) and (m != "guided_backprop" or guidable(model))
+    ]
+
+
+UNGUIDABLE = (
+    "The model has no ReLU or LeakyReLU (a SELU, GELU or SiLU net has none), the only units Guided "
+    "Backprop guides: it is left out."
+)
 
 
 def add_saliency(analysis: Analysis, probs: Tensor, targets: Tensor, cam_layer: str | None) -> None:
@@ -30,7 +41,9 @@ def add_saliency(analysis: Analysis, probs: Tensor, targets: Tensor, cam_layer: 
     """
     model, faces, settings, seed = analysis.model, analysis.faces, analysis.settings, analysis.seed
     names = model.class_names
-    methods = usable_methods(settings.methods, cam_layer)
+    methods = usable_methods(settings.methods, cam_layer, model)
+    if "guided_backprop" in settings.methods and not guidable(model):
+        analysis.note(UNGUIDABLE)
     layer = layer_by_name(model, cam_layer) if cam_layer else None
     rows = len(pick_per_class(targets, settings.per_class))
     index = pick_per_class(targets, max(settings.per_class, settings.metric_per_class))

@@ -58,6 +58,14 @@ def gray_baseline(x: Tensor) -> Tensor:
     return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
 
 
+GUIDED_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+
+
+def guidable(model: nn.Module) -> bool:
+    """Whether `model` has a ReLU or LeakyReLU for Guided Backprop to guide (SELU, GELU and SiLU nets have none)."""
+    return any(isinstance(m, GUIDED_ACTIVATIONS) for m in model.modules())
+
+
 class _GuidedBackprop(GuidedBackprop):
     """Guided Backprop that also guides LeakyReLU.
 
@@ -65,7 +73,7 @@ class _GuidedBackprop(GuidedBackprop):
     """
 
     def _register_hooks(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+        if isinstance(module, GUIDED_ACTIVATIONS):
             self.backward_hooks.append(module.register_full_backward_hook(self._backward_hook))
 
 
@@ -103,7 +111,7 @@ def smoothgrad(
 
 
 def _guided_backprop(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
-    if not any(isinstance(m, (nn.ReLU, nn.LeakyReLU)) for m in model.modules()):
+    if not guidable(model):
         raise ValueError("guided_backprop needs nn.ReLU / nn.LeakyReLU modules to guide")
     with warnings.catch_warnings():
         # Captum announces its temporary hooks on every call

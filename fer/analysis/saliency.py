@@ -17,14 +17,18 @@ from fer.interpret.layers import layer_by_name
 CAM_METHODS = ("gradcam", "hirescam")
 
 
+def unguided(methods: Sequence[str], model: torch.nn.Module) -> bool:
+    """Whether `methods` asks for Guided Backprop of a model with no ReLU to guide."""
+    return "guided_backprop" in methods and not guidable(model)
+
+
 def usable_methods(methods: Sequence[str], cam_layer: str | None, model: torch.nn.Module) -> list[str]:
     """`methods` without the CAM ones when there is no layer to take a CAM of, and without Guided Backprop
     when the model has no ReLU to guide."""
-    return [
-        m
-        for m in methods
-        if (m not in CAM_METHODS or cam_layer is not None) and (m != "guided_backprop" or guidable(model))
-    ]
+    left_out = (CAM_METHODS if cam_layer is None else ()) + (
+        ("guided_backprop",) if unguided(methods, model) else ()
+    )
+    return [m for m in methods if m not in left_out]
 
 
 UNGUIDABLE = (
@@ -42,7 +46,7 @@ def add_saliency(analysis: Analysis, probs: Tensor, targets: Tensor, cam_layer: 
     model, faces, settings, seed = analysis.model, analysis.faces, analysis.settings, analysis.seed
     names = model.class_names
     methods = usable_methods(settings.methods, cam_layer, model)
-    if "guided_backprop" in settings.methods and not guidable(model):
+    if unguided(settings.methods, model):
         analysis.note(UNGUIDABLE)
     layer = layer_by_name(model, cam_layer) if cam_layer else None
     rows = len(pick_per_class(targets, settings.per_class))

@@ -17,10 +17,10 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from fer.analysis.filters import class_images, filter_exemplars, plot_class_images
-from fer.analysis.saliency import UNGUIDABLE, usable_methods
+from fer.analysis.saliency import UNGUIDABLE, unguided, usable_methods
 from fer.figure_logging import log_images
 from fer.interpret.activation_max import maximize_activation
-from fer.interpret.attribution import METHODS, attribute, guidable
+from fer.interpret.attribution import METHODS, attribute
 from fer.interpret.figures import face_label, pick_per_class, plot_filters, plot_saliency
 from fer.interpret.layers import TruncatedModel, cam_layer, conv_layers, layer_by_name
 from fer.predict import predict_proba
@@ -98,7 +98,7 @@ class InterpretFigures(pl.Callback):
         if self.layer is not None:
             layer_by_name(pl_module, self.layer)  # an unknown name fails now, not after an epoch
         self.cam_layer = cam_layer(pl_module)
-        if "guided_backprop" in self.methods and not guidable(pl_module):
+        if unguided(self.methods, pl_module):
             log.warning("InterpretFigures: %s", UNGUIDABLE)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

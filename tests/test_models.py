@@ -190,8 +190,10 @@ def test_invalid_options_are_rejected() -> None:
         VGG(layers=[32, "M", 0])
     with pytest.raises(ValueError, match="pool_size"):
         VGG(pool_size=0)
-    with pytest.raises(ValueError, match="leading 'W'"):
+    with pytest.raises(ValueError, match="leading 'W' or 'S'"):
         VGG(layers=[32, "W", 64])
+    with pytest.raises(ValueError, match="leading 'W' or 'S'"):
+        VGG(layers=["W", "S", 64])
 
 
 def test_vgg_trunk_and_head_from_config() -> None:
@@ -270,6 +272,20 @@ def test_vgg_with_a_whitening_stem() -> None:
     images = faces()
     with torch.no_grad():
         assert torch.equal(model.eval()(images), again.eval()(images))
+
+
+def test_vgg_with_a_space_to_depth_stem() -> None:
+    model = VGG(layers=["S", 8, "M", 16, "M"], head=[], pool="max").eval()
+    conv = model.features[1]
+    assert conv.in_channels == 4
+    images = faces()
+    with torch.no_grad():
+        # Each 2x2 block of pixels becomes the 4 channels of one position: the first conv runs at 24x24.
+        folded = model.features[0](images)
+        assert folded.shape == (2, 4, 24, 24)
+        assert folded[0, :, 5, 7].tolist() == images[0, 0, 10:12, 14:16].flatten().tolist()
+        assert model.features(images).shape == (2, 16, 6, 6)
+    assert model(images).shape == model(images[..., :32, :32]).shape == (2, 7)
 
 
 def test_vgg_pool_grid_keeps_where_a_feature_fired() -> None:

@@ -24,13 +24,17 @@ def make_layers(
     cfg: Sequence[int | str], batch_norm: bool, activation: str, dropout: float = 0.0
 ) -> nn.Sequential:
     """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, the activation, a Dropout after
-    it when `dropout` > 0, 2x2 max-pools at "M", and a frozen 3x3 patch-whitening conv and the
-    activation at "W" (first only: it is fitted on the net's input)."""
+    it when `dropout` > 0, 2x2 max-pools at "M", a frozen 3x3 patch-whitening conv and the activation
+    at "W" (first only: it is fitted on the net's input), and a space-to-depth stem at "S" (first only:
+    each 2x2 block of pixels becomes 4 channels, so the first conv already runs at half resolution)."""
     layers: list[nn.Module] = []
     in_channels = 1
     for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2))
+        elif v == "S":
+            layers.append(nn.PixelUnshuffle(2))
+            in_channels *= 4
         elif v == "W":
             whitening = PatchWhitening(in_channels, kernel_size=3)
             layers += [whitening, activations[activation]()]
@@ -71,10 +75,11 @@ class VGG(nn.Module):
         if not (isinstance(pool_size, int) and pool_size >= 1):
             raise ValueError(f"VGG pool_size must be a positive integer, got {pool_size!r}")
         trunk = list(cfgs[depth] if layers is None else layers)
-        widths = [v for v in trunk if v not in ("M", "W")]
-        if not widths or any(not isinstance(v, int) or v < 1 for v in widths) or "W" in trunk[1:]:
+        widths = [v for v in trunk if v not in ("M", "W", "S")]
+        stems = [v for v in trunk[1:] if v in ("W", "S")]
+        if not widths or any(not isinstance(v, int) or v < 1 for v in widths) or stems:
             raise ValueError(
-                f"VGG layers must be positive channel counts, 'M' and a leading 'W', got {trunk}"
+                f"VGG layers must be positive channel counts, 'M' and a leading 'W' or 'S', got {trunk}"
             )
         act = activations[activation]
         # Plain dropout would break SELU's self-normalization; alpha dropout keeps mean and variance.

@@ -53,7 +53,7 @@ class ValidationClock(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
             return
-        row = [trainer.current_epoch, round(time.time() - self.start, 3)]
+        row = [trainer.current_epoch, round(time.monotonic() - self.start, 3)]
         row += [float(trainer.callback_metrics["val/acc"]), "measured"]
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow(row)
@@ -62,7 +62,7 @@ class ValidationClock(pl.Callback):
 def train_and_clock(overrides: list[str], out: Path) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)  # as Hydra makes a run's folder before train.py starts
     table = out / "time_to_accuracy.csv"
-    start = time.time()
+    start = time.monotonic()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -238,7 +238,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
-    start = time.time()
+    # Durations on the monotonic clock, as the budget's: the wall clock can step mid-run (NTP).
+    start = time.monotonic()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     print_config(cfg, run_dir / rundir.CONFIG)
@@ -258,7 +259,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     warn_slow_bf16(trainer)
 
-    fit_start = time.time()
+    fit_start = time.monotonic()
     try:
         # fer's checkpoints hold plain data only: loading them never needs to run pickled code.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -272,7 +273,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
                 else "No checkpoint was saved (callbacks without checkpoints)"
             )
         ) from None
-    fit_time = time.time() - fit_start
+    fit_time = time.monotonic() - fit_start
     value = trainer.callback_metrics.get(cfg.optimized_metric)
     history_callback = next(cb for cb in trainer.callbacks if isinstance(cb, History))
     history = history_callback.rows
@@ -294,7 +295,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         "epochs": len(history),
         "fit_time_s": round(fit_time, 2),
         "time_per_epoch_s": round(fit_time / max(history_callback.epochs_this_fit, 1), 3),
-        "run_time_s": round(time.time() - start, 2),
+        "run_time_s": round(time.monotonic() - start, 2),
         "params": count_parameters(module.net),
         "best_ckpt": checkpoint.best_model_path if checkpoint is not None else None,
         "checkpoints": rundir.checkpoint_hashes(run_dir),  # sha256, checked by analyze.py run=

@@ -1,10 +1,12 @@
 """End-to-end training runs on small synthetic data."""
 
 import csv
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +149,19 @@ def test_resume_from_last_continues_at_the_next_epoch(train_config, tmp_path):
     # The timing fields measure this process's fit: one epoch, not the two the history holds.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["time_per_epoch_s"] == pytest.approx(metrics["fit_time_s"], abs=0.01)
+
+
+def test_timings_ignore_a_wall_clock_step(train_config, tmp_path, monkeypatch):
+    # The wall clock can step (NTP): one did by ~30 s mid-run in a sitting, where metrics.json's fit_time_s
+    # then ran 30 s past the budget's monotonic clock. Here each reading of it jumps 1000 s ahead.
+    wall = time.time
+    steps = itertools.count()
+    monkeypatch.setattr(time, "time", lambda: wall() + 1000 * next(steps))
+    run_dir = tmp_path / "stepped"
+    run(train_config(*FAST, "debug=fast", "trainer.max_epochs=1", run_dir=run_dir))
+    assert next(steps) > 2  # the clock was read, and stepped, during the run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["fit_time_s"] <= metrics["run_time_s"] < 1000
 
 
 def test_resume_without_checkpoint_says_where_it_looked(train_config, tmp_path):

@@ -30,6 +30,7 @@ from fer.analysis.select import (
     stale_files,
 )
 from fer.files import write_csv, write_json
+from fer.module import check_tta_sizes
 from fer.predict import predict_proba, scores, write_prediction_files
 from fer.schema import ConfigError
 from fer.summarize import error_line, job_dirs
@@ -151,6 +152,8 @@ def ensemble(cfg: DictConfig) -> Path:
     who = [member_name(i, ckpt) for i, ckpt in enumerate(ckpts)]
     models = [load_model(ckpt, cfg.device, name) for ckpt, name in zip(ckpts, who)]
     ttas = [chosen_tta(given_tta, model.run_config) for model in models]
+    for name, model, tta in zip(who, models, ttas):
+        check_tta_sizes(model, tta, name)
     names = models[0].class_names
     for name, model in zip(who[1:], models[1:]):
         if model.class_names != names:

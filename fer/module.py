@@ -33,21 +33,41 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def check_input_size(net: nn.Module, size: int, target: str, key: str = "aug.crop") -> None:
-    """Raise a ConfigError naming the config `key` when `net` cannot classify `size` x `size` faces."""
+def check_input_size(net: nn.Module, size: int, target: str, key: str = "aug.crop", advice: str = "") -> None:
+    """Raise a ConfigError naming the config `key` when `net` cannot classify `size` x `size` faces; `advice`
+    replaces the closing sentence, which suits the training options (aug.crop, aug.progressive_start)."""
     was_training = net.training
     try:
         with torch.no_grad():
             net.eval()(torch.zeros(1, 1, size, size))
     except RuntimeError as error:
+        advice = advice or (
+            f"Train it with {key}=0, a larger {key}, or a model with a global pool (vgg8, vggnet, vgg16, vgg19, "
+            "resnet18)."
+        )
         raise ConfigError(
             f"{key}={size}: the model {target} cannot take {size}x{size} faces ({str(error).splitlines()[0]}): "
             f"a flatten head is sized for 48x48 (cnn4, dnn, alexnet_bn, vgg_keras), and a pooled net's poolings "
-            f"shrink too small a face to nothing. Train it with {key}=0, a larger {key}, or a model with a "
-            "global pool (vgg8, vggnet, vgg16, vgg19, resnet18)."
+            f"shrink too small a face to nothing. {advice}"
         ) from None
     finally:
         net.train(was_training)
+
+
+def check_tta_sizes(module: FERModule, tta: Mapping[str, Any], who: str = "") -> None:
+    """Raise a ConfigError naming tta.scales (and `who`, the model's origin) when `module` cannot classify a
+    face resized to one of them."""
+    for size in tta.get("scales") or ():
+        try:
+            check_input_size(
+                module,
+                int(size),
+                module.hparams.model.get("_target_", ""),
+                key="tta.scales",
+                advice="Evaluate it with tta.scales=[] or with sizes it takes.",
+            )
+        except ConfigError as error:
+            raise ConfigError(f"{who}: {error}" if who else str(error)) from None
 
 
 class FERModule(pl.LightningModule):

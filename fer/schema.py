@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fer.data.datamodule import DEFAULT_SPLITS, conflicting_settings
 from fer.data.labels import IMAGE_SIZE
@@ -131,6 +131,22 @@ class Batches:
         return whole if whole[0] else Number(0, 1).check(value)
 
 
+@dataclass(frozen=True)
+class ListOf:
+    """A list, possibly empty, of values that each fit `item`."""
+
+    item: Any
+
+    def describe(self) -> str:
+        return f"a list of values, each {self.item.describe()}"
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False, value
+        checked = [self.item.check(v) for v in value]
+        return all(fits for fits, _ in checked), [v for _, v in checked]
+
+
 def _n(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -145,8 +161,13 @@ def _parse_number(text: str, integer: bool) -> Any:
 _ABSENT = object()
 
 # What a conf/tta/ node's values may be (fer/tta.py checks a checkpoint's too). A shift of the whole side
-# moves the face out of every corner view.
-TTA_RULES = {"flip": Flag(), "shift": Number(0, IMAGE_SIZE - 1, integer=True)}
+# moves the face out of every corner view. A rescaled view from 16 pixels (what four 2x2 poolings leave a
+# pixel of) to twice the face; whether the model takes a size is checked against the model itself.
+TTA_RULES = {
+    "flip": Flag(),
+    "shift": Number(0, IMAGE_SIZE - 1, integer=True),
+    "scales": ListOf(Number(16, 2 * IMAGE_SIZE, integer=True)),
+}
 
 RULES: dict[str, Any] = {
     "seed": Number(0, 2**32 - 1, integer=True, nullable=True),

@@ -32,7 +32,7 @@ from fer.figure_logging import log_images
 from fer.files import write_json, write_text
 from fer.models import count_parameters
 from fer.models.whitening import fit_whitening
-from fer.module import FERModule, check_input_size
+from fer.module import FERModule, check_input_size, check_tta_sizes
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime, warn_slow_bf16
 from fer.schema import validate
@@ -252,6 +252,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     apply_runtime(module, **cfg.runtime)
     module.tta = OmegaConf.to_container(cfg.tta, resolve=True)
+    check_tta_sizes(module, module.tta)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, run_dir) or False
     )

@@ -2,14 +2,16 @@
 
 A view is the batch itself, the batch shifted by `shift` pixels diagonally towards each corner with
 zero fill (the four corner crops of the face padded by `shift`, as the pad-and-crop training
-augmentation draws them), and, with `flip`, each of these mirrored. `crops` (flip, shift 2) is
-ten-crop style: 5 positions x 2 mirrors = 10 views, all 48x48, so any model takes them.
+augmentation draws them), the whole face resized to each of `scales` pixels a side, and, with `flip`,
+each of these mirrored. `crops` (flip, shift 2) is ten-crop style: 5 positions x 2 mirrors = 10 views,
+all 48x48, so any model takes them. `multiscale` adds the face at 44 and 52 pixels: 14 views, for a
+model with a global pool.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,10 +19,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fer.data.labels import IMAGE_SIZE
+from fer.data.transforms import resize
 from fer.schema import TTA_RULES, ConfigError, check_values
 
 
-def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor]:
+def tta_views(images: Tensor, flip: bool = False, shift: int = 0, scales: Sequence[int] = ()) -> list[Tensor]:
     """The views of a (B,C,H,W) batch, the unchanged batch first."""
     views = [images]
     if shift:
@@ -28,6 +31,7 @@ def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor
         h, w = images.shape[-2:]
         padded = F.pad(images, (s, s, s, s))
         views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy in (-s, s) for dx in (-s, s)]
+    views += [resize(images, int(size)) for size in scales]
     if flip:
         views += [v.flip(-1) for v in views]
     return views
@@ -35,7 +39,7 @@ def tta_views(images: Tensor, flip: bool = False, shift: int = 0) -> list[Tensor
 
 def num_views(tta: Mapping[str, Any] | None) -> int:
     tta = tta or {}
-    return (5 if tta.get("shift") else 1) * (2 if tta.get("flip") else 1)
+    return ((5 if tta.get("shift") else 1) + len(tta.get("scales") or ())) * (2 if tta.get("flip") else 1)
 
 
 def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
@@ -46,7 +50,7 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         raise ConfigError(
             f"invalid TTA value(s){origin}: {'; '.join(problems)} (tta.shift: pixels each corner view is "
             f"shifted by, at most {IMAGE_SIZE - 1} on a {IMAGE_SIZE}x{IMAGE_SIZE} face; tta.flip: whether "
-            "the mirror images are views too)"
+            "the mirror images are views too; tta.scales: the sides, in pixels, of the rescaled whole-face views)"
         )
     return {**tta, **converted}
 
@@ -54,7 +58,7 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
 def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
     """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
     tta = checked_tta(tta or {})
-    views = tta_views(images, tta.get("flip", False), tta.get("shift", 0))
+    views = tta_views(images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales") or ())
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
 
@@ -85,6 +89,9 @@ def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | 
 
 
 def tta_label(tta: Mapping[str, Any]) -> str:
-    """`crops (10 views, shift 2)`: a TTA in one table cell."""
+    """`crops (10 views, shift 2)`, `multiscale (14 views, shift 2, scales 44 52)`: a TTA in one table cell."""
     views = num_views(tta)
-    return f"{tta['name']} ({views} view{'s' if views > 1 else ''}, shift {tta.get('shift', 0)})"
+    scales = " ".join(str(size) for size in tta.get("scales") or ())
+    return f"{tta['name']} ({views} view{'s' if views > 1 else ''}, shift {tta.get('shift', 0)}" + (
+        f", scales {scales})" if scales else ")"
+    )

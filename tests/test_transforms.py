@@ -6,11 +6,11 @@ import torch
 from fer.data.transforms import (
     BatchAugment,
     alternating_flip,
-    downscale,
     label_mixing,
     progressive_size,
     random_erase,
     random_photometric,
+    resize,
 )
 
 
@@ -153,11 +153,15 @@ def test_progressive_size_grows_from_start_to_full_in_steps_then_stays():
     assert progressive_size(0.0, 48, start=30, until=0.5) == 30  # a start off the 4-pixel grid is kept
 
 
-def test_downscale_averages_pixels_and_leaves_full_size_batches_alone():
+def test_resize_averages_pixels_when_shrinking_and_leaves_full_size_batches_alone():
     images = torch.zeros(2, 1, 48, 48)
     images[:, :, :, ::2] = 255.0  # one-pixel stripes: a sampler that skips pixels would see one colour
-    small = downscale(images, 24)
+    small = resize(images, 24)
     assert small.shape == (2, 1, 24, 24)
     inner = small[..., 1:-1]  # the edge columns weigh the pixels inside the face only
     assert torch.allclose(inner, torch.full_like(inner, 127.5), atol=1e-3)
-    assert downscale(images, 48) is images
+    assert resize(images, 48) is images
+    # Growing interpolates: values stay within the stripes' range, and a uniform face stays uniform.
+    big = resize(images, 96)
+    assert big.shape == (2, 1, 96, 96) and big.min() >= 0 and big.max() <= 255 and big.std() > 50
+    torch.testing.assert_close(resize(torch.full((1, 1, 48, 48), 7.0), 52), torch.full((1, 1, 52, 52), 7.0))

@@ -15,11 +15,12 @@ import torch
 from fer.analysis.run import run as analyze
 from fer.analysis.select import load_model
 from fer.data.datamodule import FERDataModule
+from fer.data.transforms import resize
 from fer.predict import predict_proba
 from fer.rundir import RunDirError
 from fer.schema import ConfigError
 from fer.train import run as train
-from fer.tta import checked_tta, tta_log_probs, tta_views, view_log_probs
+from fer.tta import checked_tta, num_views, tta_log_probs, tta_views, view_log_probs
 from tests.conftest import compose_config, damaged_copy, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
@@ -65,6 +66,51 @@ def test_views_shift_with_zero_fill_and_mirror():
     torch.testing.assert_close(views[5], images.flip(-1))
 
 
+def test_views_rescale_the_whole_face_and_mirror_it_too():
+    images = torch.rand(2, 1, 48, 48)
+    views = tta_views(images, flip=True, scales=[44, 52])
+    assert [v.shape[-1] for v in views] == [48, 44, 52, 48, 44, 52]
+    torch.testing.assert_close(views[1], resize(images, 44))
+    torch.testing.assert_close(views[5], resize(images, 52).flip(-1))
+    for tta in (
+        {},
+        {"flip": True},
+        {"shift": 2},
+        {"scales": [40]},
+        {"flip": True, "shift": 2, "scales": [44, 52]},
+    ):
+        views = tta_views(images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales", ()))
+        assert num_views(tta) == len(views)
+
+
+def test_multiscale_tta_scores_the_test_stage_and_analyze_alike(runs, tmp_path):
+    run = tmp_path / "run"
+    overrides = [*TINY, "model=vggnet", "model.layers=[8,8,M,16,16,M,32,32,M,64,64,M]", "tta=multiscale"]
+    train(compose_config("train", overrides, run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tta"] == {"name": "multiscale", "flip": True, "shift": 2, "scales": [44, 52], "views": 14}
+    out = tmp_path / "out"
+    analyze(compose_config("analyze", [f"run={run}", f"out={out}", "analysis.interpret=false"], out))
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["tta"]["views"] == 14
+    assert analysis["metrics"]["accuracy"] == pytest.approx(metrics["test"]["test/acc"])
+
+    # A flatten head takes 48x48 faces only: train.py and analyze.py refuse the scales by name.
+    refused = r"tta\.scales=44: the model fer\.models\.cnn4\.CNN4 cannot take 44x44 faces"
+    with pytest.raises(ConfigError, match=refused):
+        train(compose_config("train", [*TINY, "tta=multiscale"], tmp_path / "cnn4"))
+    assert not (tmp_path / "cnn4" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match=rf"ckpt=\S+best\.ckpt: {refused}"):
+        analyze(
+            compose_config(
+                "analyze",
+                [f"run={runs['cnn4']}", "tta=multiscale", f"out={tmp_path / 'no'}"],
+                tmp_path / "r2",
+            )
+        )
+    assert not (tmp_path / "no").exists()
+
+
 def test_flip_tta_is_the_mean_of_the_model_on_the_faces_and_their_mirrors():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7)).eval()
@@ -81,7 +127,7 @@ def test_flip_tta_is_the_mean_of_the_model_on_the_faces_and_their_mirrors():
 
 def test_test_stage_records_tta_and_its_gain(runs):
     metrics = json.loads((runs["cnn4"] / "metrics.json").read_text())
-    assert metrics["tta"] == {"name": "flip", "flip": True, "shift": 0, "views": 2}
+    assert metrics["tta"] == {"name": "flip", "flip": True, "shift": 0, "scales": [], "views": 2}
     assert {"test/acc", "test/acc_no_tta"} <= set(metrics["test"])
     plain = json.loads((runs["vggnet"] / "metrics.json").read_text())
     assert plain["tta"]["views"] == 1 and "test/acc_no_tta" not in plain["test"]
@@ -257,6 +303,14 @@ def test_ensemble_loads_every_member_before_evaluating_any(runs, tmp_path, monke
         (["tta=crops", "tta.shift=-2"], "tta.shift: expected an integer in [0, 47], got -2"),
         (["tta=crops", "tta.shift=abc"], "tta.shift: expected an integer in [0, 47], got 'abc'"),
         (["tta=crops", "tta.shift=48"], "tta.shift: expected an integer in [0, 47], got 48"),
+        (
+            ["tta=multiscale", "tta.scales=[8]"],
+            "tta.scales: expected a list of values, each an integer in [16, 96], got [8]",
+        ),
+        (
+            ["tta=crops", "tta.scales=44"],
+            "tta.scales: expected a list of values, each an integer in [16, 96], got 44",
+        ),
     ],
 )
 def test_tta_values_are_checked_by_name(runs, tmp_path, overrides, message):

@@ -38,6 +38,7 @@ from fer.files import write_json
 from fer.interpret.attribution import METHODS
 from fer.interpret.layers import cam_layer as default_cam_layer
 from fer.interpret.layers import conv_layers, layer_by_name
+from fer.module import check_tta_sizes
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
 from fer.schema import Choice, ConfigError, Number, check_values
@@ -95,6 +96,7 @@ def run(cfg: DictConfig) -> Any:
     with timer("load"):
         model = load_model(ckpt, cfg.device)
         tta = chosen_tta(cfg.get("tta"), model.run_config)
+        check_tta_sizes(model, tta, f"ckpt={ckpt}")
         data = data_config(model.run_config, cfg.data, f"ckpt={ckpt}")
         faces, selection = chosen_faces(data, cfg, f"ckpt={ckpt}")
     interpret = settings.interpret if settings.interpret is not None else not predicting

@@ -15,7 +15,7 @@ from fer.data import read_dataset
 from fer.data.errors import DataError
 from fer.data.faceset import FaceSet
 from fer.data.labels import CLASS_NAMES, NUM_CLASSES
-from fer.data.transforms import BatchAugment, alternating_flip, downscale, label_mixing, progressive_size
+from fer.data.transforms import BatchAugment, alternating_flip, label_mixing, progressive_size, resize
 from fer.models.normalization import NORMALIZATIONS
 from fer.schedules import fit_progress
 
@@ -278,5 +278,5 @@ class FERDataModule(pl.LightningDataModule):
                 size = progressive_size(
                     progress, images.shape[-1], self.progressive_start, self.progressive_until
                 )
-                images = downscale(images, size)
+                images = resize(images, size)
         return [images, labels]

@@ -127,9 +127,10 @@ def progressive_size(progress: float, full: int, start: int, until: float, step:
     return max(int(size) // step * step, start)
 
 
-def downscale(images: torch.Tensor, size: int) -> torch.Tensor:
-    """A (B,C,H,W) batch resized to `size` x `size`, antialiased so that no pixel is skipped."""
-    if size >= images.shape[-1]:
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A square (B,C,H,W) batch resized to `size` x `size` (bilinear; antialiased, so that shrinking skips
+    no pixel), or the batch itself where it has that size already."""
+    if size == images.shape[-1]:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 

@@ -91,7 +91,7 @@ def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | 
 def tta_label(tta: Mapping[str, Any]) -> str:
     """`crops (10 views, shift 2)`, `multiscale (14 views, shift 2, scales 44 52)`: a TTA in one table cell."""
     views = num_views(tta)
-    scales = " ".join(str(size) for size in tta.get("scales") or ())
-    return f"{tta['name']} ({views} view{'s' if views > 1 else ''}, shift {tta.get('shift', 0)}" + (
-        f", scales {scales})" if scales else ")"
-    )
+    parts = [f"{views} view{'s' if views > 1 else ''}", f"shift {tta.get('shift', 0)}"]
+    if tta.get("scales"):
+        parts.append("scales " + " ".join(str(size) for size in tta["scales"]))
+    return f"{tta['name']} ({', '.join(parts)})"

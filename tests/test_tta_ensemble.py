@@ -20,7 +20,7 @@ from fer.predict import predict_proba
 from fer.rundir import RunDirError
 from fer.schema import ConfigError
 from fer.train import run as train
-from fer.tta import checked_tta, num_views, tta_log_probs, tta_views, view_log_probs
+from fer.tta import checked_tta, num_views, tta_label, tta_log_probs, tta_views, view_log_probs
 from tests.conftest import compose_config, damaged_copy, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
@@ -81,6 +81,8 @@ def test_views_rescale_the_whole_face_and_mirror_it_too():
     ):
         views = tta_views(images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales", ()))
         assert num_views(tta) == len(views)
+    multiscale = {"name": "multiscale", "flip": True, "shift": 2, "scales": [44, 52]}
+    assert tta_label(multiscale) == "multiscale (14 views, shift 2, scales 44 52)"
 
 
 def test_multiscale_tta_scores_the_test_stage_and_analyze_alike(runs, tmp_path):

@@ -1,9 +1,9 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
-`--compare` (default cnn4 and the speedrun's vgg8), fer's Lightning training loop against a plain PyTorch
-loop in fp32 and bf16 autocast (where the device computes bf16 natively: `--bf16`), contiguous and
-channels_last, the plain loop under `torch.compile`, and the cost of each other optimizer of `--optims` (Muon:
-the speedrun's), all measured in the same run. The last two use channels_last and the precision a recipe picks
-on the device: bf16 where it is native, else fp32.
+`--compare` (default cnn4 and vgg8, the speedrun's net with ReLU where the recipe sets GELU), fer's
+Lightning training loop against a plain PyTorch loop in fp32 and bf16 autocast (where the device computes
+bf16 natively: `--bf16`), contiguous and channels_last, the plain loop under `torch.compile`, and the cost
+of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run. The last two use
+channels_last and the precision a recipe picks on the device: bf16 where it is native, else fp32.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
@@ -151,7 +151,7 @@ def main() -> None:
         "--compare",
         nargs="*",
         default=["cnn4", "vgg8"],
-        help="models measured fer vs plain loop (vgg8: the speedrun's)",
+        help="models measured fer vs plain loop (vgg8: the speedrun's net, with ReLU)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=4, help="timed training batches per measurement")

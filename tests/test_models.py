@@ -28,7 +28,7 @@ VARIANTS |= {
         "activation": "selu",
         "batch_norm": False,
     },
-    # GELU, experiment=speedrun_fp32's activation, and SiLU, tried there (conf/experiment/speedrun_fp32.yaml).
+    # GELU, the speedruns' activation, and SiLU, tried in experiment=speedrun_fp32 (conf/experiment/).
     "vgg8-gelu": compose_option("model", "vgg8") | {"activation": "gelu"},
     "vgg8-silu": compose_option("model", "vgg8") | {"activation": "silu"},
     "resnet18-small": {"_target_": "fer.models.resnet.ResNet18", "stem": "small"},

@@ -1,15 +1,17 @@
-"""Training and inference images per second of every model (conf/model/*.yaml), and, for the models of
-`--compare` (default cnn4 and vgg8, the speedrun's net with ReLU where the recipe sets GELU), fer's
-Lightning training loop against a plain PyTorch loop in fp32 and bf16 autocast (where the device computes
-bf16 natively: `--bf16`), contiguous and channels_last, the plain loop under `torch.compile`, and the cost
-of each other optimizer of `--optims` (Muon: the speedrun's), all measured in the same run. The last two use
-channels_last and the precision a recipe picks on the device: bf16 where it is native, else fp32.
+"""Training and inference images per second of every model (conf/model/*.yaml), and, for the nets of
+`--compare` (default cnn4 and `experiment=speedrun`'s vgg8 with GELU), fer's Lightning training loop against a
+plain PyTorch loop in fp32 and bf16 autocast (where the device computes bf16 natively: `--bf16`), contiguous and
+channels_last, the plain loop under `torch.compile`, and the cost of each other optimizer of `--optims` (Muon:
+the speedrun's), all measured in the same run. The last two use channels_last and the precision a recipe picks on
+the device: bf16 where it is native, else fp32. A net is a conf/model option or `experiment=NAME`, which stands for
+the model that recipe composes (its overrides included); the loops train it with AdamW, `--optims` with the others.
 
 Both loops train on the same batches of synthetic faces (FERDataModule's loader and its batch
 augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `--batches` batches,
 timed from its first to its last training batch after `--warmup` batches.
-    python bench/bench_throughput.py                  # every model, then cnn4 and vgg8 in detail
+    python bench/bench_throughput.py                  # every model, then cnn4 and the speedrun's net in detail
     python bench/bench_throughput.py --models cnn4 vggnet --compare cnn4 vggnet --batch-size 256
+    python bench/bench_throughput.py --models --compare vgg8 experiment=speedrun   # ReLU against GELU
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from timing import best_of
 from torch import nn
 
-from fer.config import compose_option
+from fer.config import compose_node, compose_option
 from fer.data.datamodule import FERDataModule
 from fer.models import MODEL_NAMES
 from fer.module import FERModule
@@ -63,8 +65,10 @@ class Plan:
 
 
 def built(name: str, channels_last: bool, optim: str) -> FERModule:
+    """Net `name` (a conf/model option, or `experiment=NAME` for that recipe's model) with conf/optim/`optim`."""
     torch.manual_seed(0)
-    module = FERModule(model=compose_option("model", name), optim=compose_option("optim", optim))
+    model = compose_node("model", [name if "=" in name else f"model={name}"])
+    module = FERModule(model=model, optim=compose_option("optim", optim))
     return apply_runtime(module, channels_last=channels_last)
 
 
@@ -150,8 +154,8 @@ def main() -> None:
     parser.add_argument(
         "--compare",
         nargs="*",
-        default=["cnn4", "vgg8"],
-        help="models measured fer vs plain loop (vgg8: the speedrun's net, with ReLU)",
+        default=["cnn4", "experiment=speedrun"],
+        help="nets measured fer vs plain loop: conf/model options, or experiment=NAME for that recipe's model",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=4, help="timed training batches per measurement")

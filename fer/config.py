@@ -41,6 +41,14 @@ def compose_option(group: str, option: str) -> dict:
         return OmegaConf.to_container(compose(f"{group}/{option}"))[group]
 
 
+def compose_node(key: str, overrides: list[str]) -> dict:
+    """Node `key` of train.py's config as Hydra composes it with `overrides` (`key="model"` with
+    `["experiment=speedrun"]`: that recipe's net), as plain containers with interpolations left unresolved.
+    Not inside a running Hydra app."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=overrides))[key]
+
+
 @rank_zero_only
 def print_config(cfg: DictConfig, save_to: str | Path | None = None) -> None:
     """Print the resolved config as a tree, one branch per group, and save it as YAML."""

@@ -21,13 +21,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
 
-import fer.config  # noqa: F401  (resolvers)
 from fer.analysis.run import run as analyze
+from fer.config import compose_run
 from fer.data.datamodule import FERDataModule
 from fer.module import FERModule
 from fer.train import run as train
@@ -44,22 +41,10 @@ TRAIN = [
 ]
 
 
-def config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """`conf/<name>.yaml` composed as Hydra would, writing to `output_dir`."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return cfg
-
-
 def trained_run(run_dir: Path) -> Path:
     if not (run_dir / "checkpoints/best.ckpt").is_file():
         print(f"training a tiny cnn4 run into {run_dir} ...")
-        train(config("train", TRAIN, run_dir))
+        train(compose_run("train", TRAIN, run_dir))
     return run_dir
 
 
@@ -69,7 +54,7 @@ def time_analysis(run_dir: Path, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeats):
             out = Path(tmp) / f"analysis{k}"
-            analyze(config("analyze", [f"run={run_dir}", f"out={out}"], out))
+            analyze(compose_run("analyze", [f"run={run_dir}", f"out={out}"], out))
             analysis = json.loads((out / "analysis.json").read_text())
             wall = sum(p["wall_s"] for p in analysis["timings_s"].values())
             if best is None or wall < sum(p["wall_s"] for p in best["timings_s"].values()):
@@ -83,7 +68,7 @@ def time_callback_draw(run_dir: Path) -> float:
     data = FERDataModule(path="synthetic://3000?seed=0")
     data.setup()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config("train", ["callbacks=interpret"], Path(tmp))
+        cfg = compose_run("train", ["callbacks=interpret"], Path(tmp))
         callback = instantiate(cfg.callbacks.interpret_figures, output_dir=tmp)
         trainer = SimpleNamespace(datamodule=data, is_global_zero=True, loggers=[], global_step=0)
         callback.on_fit_start(trainer, module)

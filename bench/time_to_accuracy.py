@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import fer.config  # noqa: F401  (resolvers)
+from fer.config import compose_run
 from fer.plots import plt, save_figure
 from fer.train import run
 
@@ -60,14 +58,10 @@ class ValidationClock(pl.Callback):
 
 
 def train_and_clock(overrides: list[str], out: Path) -> list[dict[str, str]]:
-    out.mkdir(parents=True, exist_ok=True)  # as Hydra makes a run's folder before train.py starts
     table = out / "time_to_accuracy.csv"
     start = time.monotonic()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_run("train", overrides, out)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
         if cfg.callbacks is None:  # callbacks=none
             cfg.callbacks = {}
         cfg.callbacks.validation_clock = {
@@ -75,7 +69,6 @@ def train_and_clock(overrides: list[str], out: Path) -> list[dict[str, str]]:
             "path": str(table),
             "start": start,
         }
-        del cfg.hydra
     run(cfg)
     return read(table)
 

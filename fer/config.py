@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import rich
@@ -10,7 +11,8 @@ import rich.syntax
 import rich.tree
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from fer.runtime import bf16_if_native
@@ -34,19 +36,36 @@ ConfigStore.instance().store(name="any_keys", node=OmegaConf.create({}, flags={"
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
+def compose_app(name: str, overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+    """conf/<name>.yaml composed with `overrides` as `python <name>.py` composes it, interpolations left
+    unresolved, with its `hydra` node when `hydra`. Not inside a running Hydra app."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def compose_run(name: str, overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
+    """conf/<name>.yaml as Hydra hands it to a run writing to `output_dir` (made here), for benches and tests
+    that call train.py's or analyze.py's function in-process: HydraConfig set, the `hydra` node dropped."""
+    cfg = compose_app(name, overrides, hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
 def compose_option(group: str, option: str) -> dict:
     """conf/<group>/<option>.yaml as Hydra composes it, its defaults list applied (model=vgg19 builds on
     vgg16), as plain containers with interpolations left unresolved. Not inside a running Hydra app."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose(f"{group}/{option}"))[group]
+    return OmegaConf.to_container(compose_app(f"{group}/{option}"))[group]
 
 
 def compose_node(key: str, overrides: list[str]) -> dict:
     """Node `key` of train.py's config as Hydra composes it with `overrides` (`key="model"` with
     `["experiment=speedrun"]`: that recipe's net), as plain containers with interpolations left unresolved.
     Not inside a running Hydra app."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose("train", overrides=overrides))[key]
+    return OmegaConf.to_container(compose_app("train", overrides))[key]
 
 
 @rank_zero_only

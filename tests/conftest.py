@@ -6,11 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import fer.config  # noqa: F401  (resolvers)
+from fer.config import compose_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -43,14 +41,9 @@ FAST = quick_run(700)
 
 def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig:
     """Compose `conf/<name>.yaml` as Hydra would for a run in `run_dir`."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_run(name, overrides, run_dir)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
         cfg.paths.cache_dir = str(run_dir.parent / "cache")
-        del cfg.hydra
-    run_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 
 

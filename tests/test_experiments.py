@@ -4,10 +4,10 @@ import itertools
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from fer.config import compose_app
 from fer.models import build_model, count_parameters
 from fer.train import run
 from tests.conftest import CONF, quick_run
@@ -23,9 +23,9 @@ TINY = [
 ]
 
 
-def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+def composed(*overrides: str):
+    """train.py's config with `overrides`, its `hydra` node (the sweeper's params) included."""
+    return compose_app("train", overrides, hydra=True)
 
 
 def sweep_points(params) -> list[list[str]]:
@@ -35,7 +35,7 @@ def sweep_points(params) -> list[list[str]]:
     return [list(point) for point in itertools.product(*axes)]
 
 
-SWEEPS = [n for n in EXPERIMENTS if compose_with_hydra(f"experiment={n}").hydra.sweeper.params]
+SWEEPS = [n for n in EXPERIMENTS if composed(f"experiment={n}").hydra.sweeper.params]
 
 
 @pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in SWEEPS])
@@ -50,12 +50,12 @@ def test_experiment_trains_one_fast_step(name, train_config, tmp_path):
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_experiment_composes_at_every_point(name):
-    params = compose_with_hydra(f"experiment={name}").hydra.sweeper.params
+    params = composed(f"experiment={name}").hydra.sweeper.params
     points = sweep_points(params)
     assert len(points) > 1
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     for point in points:
-        cfg = compose_with_hydra(f"experiment={name}", *point)
+        cfg = composed(f"experiment={name}", *point)
         for override in point:
             key, value = override.split("=", 1)
             if key in groups:
@@ -65,7 +65,7 @@ def test_sweep_experiment_composes_at_every_point(name):
 
 
 def test_ablation_is_the_3x3_grid_on_cnn4():
-    cfg = compose_with_hydra("experiment=ablation_norm_aug")
+    cfg = composed("experiment=ablation_norm_aug")
     points = sweep_points(cfg.hydra.sweeper.params)
     assert len(points) == 9 and len({tuple(p) for p in points}) == 9
     assert cfg.model._target_.endswith("CNN4") and cfg.callbacks.early_stopping is None
@@ -73,8 +73,8 @@ def test_ablation_is_the_3x3_grid_on_cnn4():
 
 def test_cnn_vs_dnn_gives_both_the_same_budget():
     cfgs = [
-        compose_with_hydra("experiment=cnn_vs_dnn", *point)
-        for point in sweep_points(compose_with_hydra("experiment=cnn_vs_dnn").hydra.sweeper.params)
+        composed("experiment=cnn_vs_dnn", *point)
+        for point in sweep_points(composed("experiment=cnn_vs_dnn").hydra.sweeper.params)
     ]
     assert sorted(c.model._target_.rsplit(".", 1)[-1] for c in cfgs) == ["DNN", "VGGKeras"]
     budgets = [(c.trainer.max_epochs, c.data.batch_size, OmegaConf.to_yaml(c.optim)) for c in cfgs]

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from fer.summarize import main, summarize
 from fer.train import run
 from tests.conftest import ROOT
-from tests.test_experiments import TINY, compose_with_hydra
+from tests.test_experiments import TINY, composed
 
 
 def train_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -138,7 +138,7 @@ def test_summarize_cli_prints_paths_and_needs_job_dirs(tmp_path, capsys):
 
 
 def test_slurm_launcher_defaults_follow_gpus_and_nodes():
-    cfg = compose_with_hydra(
+    cfg = composed(
         "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2", "hydra.launcher.gpus_per_node=4"
     )
     launcher = instantiate(cfg.hydra.launcher)  # builds the launcher only; nothing is submitted
@@ -149,7 +149,7 @@ def test_slurm_launcher_defaults_follow_gpus_and_nodes():
 
 @pytest.mark.parametrize("model", ["resnet18", "vgg16", "vgg19"])
 def test_optuna_search_space_keys_exist(model):
-    cfg = compose_with_hydra("hparams_search=optuna", f"model={model}")
+    cfg = composed("hparams_search=optuna", f"model={model}")
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
     assert cfg.hydra.sweeper.sampler.seed is not None
     for key in cfg.hydra.sweeper.params:

@@ -40,7 +40,7 @@ FAST = quick_run(700)
 
 
 def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig:
-    """Compose `conf/<name>.yaml` as Hydra would for a run in `run_dir`."""
+    """Compose `conf/<name>.yaml` as Hydra would for a run in `run_dir`, caching data beside `run_dir`."""
     cfg = compose_run(name, overrides, run_dir)
     with open_dict(cfg):
         cfg.paths.cache_dir = str(run_dir.parent / "cache")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fer.data.datamodule import DEFAULT_SPLITS, conflicting_settings
 from fer.data.labels import IMAGE_SIZE
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
+from fer.data.transforms import PADDING_MODES
 from fer.models.normalization import NORMALIZATIONS
 from fer.schedules import sized_by_trainer
 
@@ -167,6 +168,7 @@ TTA_RULES = {
     "flip": Flag(),
     "shift": Number(0, IMAGE_SIZE - 1, integer=True),
     "scales": ListOf(Number(16, 2 * IMAGE_SIZE, integer=True)),
+    "padding": Choice(PADDING_MODES),
 }
 
 RULES: dict[str, Any] = {
@@ -186,6 +188,7 @@ RULES: dict[str, Any] = {
     "aug.alternate_flip": Flag(),
     "aug.rotation": Number(0, 180),
     "aug.pad_crop": Number(0, 24, integer=True),  # half the 48-pixel face
+    "aug.padding": Choice(PADDING_MODES),
     "aug.brightness": Number(0, 1),
     "aug.contrast": Number(0, 1),
     "aug.zoom": Number(0, 1, open_high=True),

@@ -1,11 +1,11 @@
 """Test-time augmentation (`tta=` group, conf/tta/): a model's class probabilities averaged over views.
 
-A view is the batch itself, the batch shifted by `shift` pixels diagonally towards each corner with
-zero fill (the four corner crops of the face padded by `shift`, as the pad-and-crop training
-augmentation draws them), the whole face resized to each of `scales` pixels a side, and, with `flip`,
-each of these mirrored. `crops` (flip, shift 2) is ten-crop style: 5 positions x 2 mirrors = 10 views,
-all 48x48, so any model takes them. `multiscale` adds the face at 44 and 52 pixels: 14 views, for a
-model with a global pool.
+A view is the batch itself, the batch shifted by `shift` pixels diagonally towards each corner with the
+uncovered pixels filled as `padding` says (the four corner crops of the face padded by `shift`, as the
+pad-and-crop training augmentation draws them with the same aug.padding), the whole face resized to each
+of `scales` pixels a side, and, with `flip`, each of these mirrored. `crops` (flip, shift 2) is ten-crop
+style: 5 positions x 2 mirrors = 10 views, all 48x48, so any model takes them. `multiscale` adds the face
+at 44 and 52 pixels: 14 views, for a model with a global pool.
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from fer.data.labels import IMAGE_SIZE
-from fer.data.transforms import resize
+from fer.data.transforms import pad, resize
 from fer.schema import TTA_RULES, ConfigError, check_values
 
 
-def tta_views(images: Tensor, flip: bool = False, shift: int = 0, scales: Sequence[int] = ()) -> list[Tensor]:
+def tta_views(
+    images: Tensor, flip: bool = False, shift: int = 0, scales: Sequence[int] = (), padding: str = "zeros"
+) -> list[Tensor]:
     """The views of a (B,C,H,W) batch, the unchanged batch first."""
     views = [images]
     if shift:
         s = int(shift)
         h, w = images.shape[-2:]
-        padded = F.pad(images, (s, s, s, s))
+        padded = pad(images, s, padding)
         views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy in (-s, s) for dx in (-s, s)]
     views += [resize(images, int(size)) for size in scales]
     if flip:
@@ -43,14 +44,15 @@ def num_views(tta: Mapping[str, Any] | None) -> int:
 
 
 def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
-    """`tta` with its flip and shift checked against TTA_RULES (a numeric string read as its number); the
-    error names each wrong `tta.KEY` and its value, and `origin` says where the values came from."""
+    """`tta` with its flip, shift, scales and padding checked against TTA_RULES (a numeric string read as its
+    number); the error names each wrong `tta.KEY` and its value, and `origin` says where the values came from."""
     converted, problems = check_values(TTA_RULES, dict(tta), "tta.")
     if problems:
         raise ConfigError(
             f"invalid TTA value(s){origin}: {'; '.join(problems)} (tta.shift: pixels each corner view is "
             f"shifted by, at most {IMAGE_SIZE - 1} on a {IMAGE_SIZE}x{IMAGE_SIZE} face; tta.flip: whether "
-            "the mirror images are views too; tta.scales: the sides, in pixels, of the rescaled whole-face views)"
+            "the mirror images are views too; tta.scales: the sides, in pixels, of the rescaled whole-face views; "
+            "tta.padding: how a shift fills the pixels it uncovers)"
         )
     return {**tta, **converted}
 
@@ -58,7 +60,13 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
 def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
     """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
     tta = checked_tta(tta or {})
-    views = tta_views(images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales") or ())
+    views = tta_views(
+        images,
+        tta.get("flip", False),
+        tta.get("shift", 0),
+        tta.get("scales") or (),
+        tta.get("padding", "zeros"),
+    )
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
 
@@ -89,9 +97,12 @@ def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | 
 
 
 def tta_label(tta: Mapping[str, Any]) -> str:
-    """`crops (10 views, shift 2)`, `multiscale (14 views, shift 2, scales 44 52)`: a TTA in one table cell."""
+    """`crops (10 views, shift 2)`, `multiscale (14 views, shift 2, scales 44 52)`, `crops (10 views, shift 2,
+    reflection fill)`: a TTA in one table cell."""
     views = num_views(tta)
     parts = [f"{views} view{'s' if views > 1 else ''}", f"shift {tta.get('shift', 0)}"]
     if tta.get("scales"):
         parts.append("scales " + " ".join(str(size) for size in tta["scales"]))
+    if tta.get("padding", "zeros") != "zeros":
+        parts.append(f"{tta['padding']} fill")
     return f"{tta['name']} ({', '.join(parts)})"

@@ -344,6 +344,7 @@ def test_metrics_json_is_strict(tmp_path):
         ("aug.hflip=1.5", "aug.hflip: expected a number in [0, 1], got 1.5"),
         ("aug.alternate_flip=2", "aug.alternate_flip: expected true or false, got 2"),
         ("aug.pad_crop=30", "aug.pad_crop: expected an integer in [0, 24], got 30"),
+        ("aug.padding=mirror", "aug.padding: expected one of zeros, border, reflection, got 'mirror'"),
         ("loss.label_smoothing=1", "loss.label_smoothing: expected a number in [0, 1), got 1"),
         ("loss.class_weights=maybe", "loss.class_weights: expected true or false, got 'maybe'"),
         (
@@ -356,6 +357,10 @@ def test_metrics_json_is_strict(tmp_path):
         ("+trainer.max_time=soon", "trainer.max_time: expected null, DD:HH:MM:SS"),
         ("tta=crops tta.shift=-2", "tta.shift: expected an integer in [0, 47], got -2"),
         ("tta=flip tta.flip=maybe", "tta.flip: expected true or false, got 'maybe'"),
+        (
+            "tta=crops tta.padding=reflect",
+            "tta.padding: expected one of zeros, border, reflection, got 'reflect'",
+        ),
         ("optim.lr=-1", "optim.lr: expected a number > 0, got -1"),
         ("optim.weight_decay=abc", "optim.weight_decay: expected a number >= 0, got 'abc'"),
         ("optim=sgd optim.momentum=1", "optim.momentum: expected a number in [0, 1), got 1"),

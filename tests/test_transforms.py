@@ -7,6 +7,7 @@ from fer.data.transforms import (
     BatchAugment,
     alternating_flip,
     label_mixing,
+    pad,
     progressive_size,
     random_erase,
     random_photometric,
@@ -40,20 +41,40 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
     assert torch.equal(alternating_flip(x, first, 2), even)
 
 
-def test_pad_crop_is_an_integer_shift_with_zero_fill():
+def test_pad_fills_zeros_the_edge_or_the_mirror_image():
+    row = torch.tensor([[[[1.0, 2.0, 3.0]]]]).expand(1, 1, 3, 3)
+    assert pad(row, 2)[0, 0, 2].tolist() == [0, 0, 1, 2, 3, 0, 0]
+    assert pad(row, 2, "border")[0, 0, 0].tolist() == [1, 1, 1, 2, 3, 3, 3]
+    # Mirrored about the edge, the edge pixel included (grid_sample's reflection, not F.pad's "reflect").
+    assert pad(row, 2, "reflection")[0, 0, 0].tolist() == [2, 1, 1, 2, 3, 3, 2]
+    with pytest.raises(ValueError, match="got 4"):
+        pad(row, 4, "reflection")
+    with pytest.raises(ValueError, match="got 'mirror'"):
+        pad(row, 1, "mirror")
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_pad_crop_is_an_integer_shift_filled_as_padding_says(padding):
     torch.manual_seed(0)
     x = batch(32)
-    y = BatchAugment(pad_crop=4)(x)
+    y = BatchAugment(pad_crop=4, padding=padding)(x)
+    shifts = set()
     for img, out in zip(x, y):
         # Find the shift that reproduces the output exactly.
-        matches = []
-        for dy in range(-4, 5):
-            for dx in range(-4, 5):
-                padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
-                crop = padded[:, 4 + dy : 4 + dy + 48, 4 + dx : 4 + dx + 48]
-                if torch.allclose(crop, out, atol=1e-2):
-                    matches.append((dy, dx))
+        padded = pad(img[None], 4, padding)[0]
+        matches = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if torch.allclose(padded[:, 4 + dy : 4 + dy + 48, 4 + dx : 4 + dx + 48], out, atol=1e-2)
+        ]
         assert len(matches) == 1
+        shifts.add(matches[0])
+    assert len(shifts) > 10  # the shift is drawn per image
+    with pytest.raises(
+        ValueError, match="aug.padding must be one of zeros, border, reflection, got 'mirror'"
+    ):
+        BatchAugment(pad_crop=4, padding="mirror")
 
 
 def test_strong_augmentation_keeps_shape_dtype_range_and_varies_per_image():

@@ -66,6 +66,19 @@ def test_views_shift_with_zero_fill_and_mirror():
     torch.testing.assert_close(views[5], images.flip(-1))
 
 
+def test_views_shift_with_the_fill_of_the_training_shift():
+    images = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 1, 4, 5)
+    views = tta_views(images, shift=1, padding="reflection")
+    # Shifted one pixel down and right, the uncovered row and column mirrored: copies of the first ones.
+    torch.testing.assert_close(views[1][..., 1:, 1:], images[..., :-1, :-1])
+    torch.testing.assert_close(views[1][..., 0, 1:], images[..., 0, :-1])
+    torch.testing.assert_close(views[1][..., 1:, 0], images[..., :-1, 0])
+    border = tta_views(images, shift=2, padding="border")[4]  # shifted up and left, the last row repeated
+    torch.testing.assert_close(border[..., 2:, :3], images[..., 3:, 2:].expand(-1, -1, 2, -1))
+    crops = {"name": "crops", "flip": True, "shift": 2, "padding": "reflection"}
+    assert tta_label(crops) == "crops (10 views, shift 2, reflection fill)"
+
+
 def test_views_rescale_the_whole_face_and_mirror_it_too():
     images = torch.rand(2, 1, 48, 48)
     views = tta_views(images, flip=True, scales=[44, 52])
@@ -90,7 +103,14 @@ def test_multiscale_tta_scores_the_test_stage_and_analyze_alike(runs, tmp_path):
     overrides = [*TINY, "model=vggnet", "model.layers=[8,8,M,16,16,M,32,32,M,64,64,M]", "tta=multiscale"]
     train(compose_config("train", overrides, run))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["tta"] == {"name": "multiscale", "flip": True, "shift": 2, "scales": [44, 52], "views": 14}
+    assert metrics["tta"] == {
+        "name": "multiscale",
+        "flip": True,
+        "shift": 2,
+        "scales": [44, 52],
+        "padding": "zeros",
+        "views": 14,
+    }
     out = tmp_path / "out"
     analyze(compose_config("analyze", [f"run={run}", f"out={out}", "analysis.interpret=false"], out))
     analysis = json.loads((out / "analysis.json").read_text())
@@ -129,7 +149,14 @@ def test_flip_tta_is_the_mean_of_the_model_on_the_faces_and_their_mirrors():
 
 def test_test_stage_records_tta_and_its_gain(runs):
     metrics = json.loads((runs["cnn4"] / "metrics.json").read_text())
-    assert metrics["tta"] == {"name": "flip", "flip": True, "shift": 0, "scales": [], "views": 2}
+    assert metrics["tta"] == {
+        "name": "flip",
+        "flip": True,
+        "shift": 0,
+        "scales": [],
+        "padding": "zeros",
+        "views": 2,
+    }
     assert {"test/acc", "test/acc_no_tta"} <= set(metrics["test"])
     plain = json.loads((runs["vggnet"] / "metrics.json").read_text())
     assert plain["tta"]["views"] == 1 and "test/acc_no_tta" not in plain["test"]

@@ -12,6 +12,10 @@ from torchvision.transforms import v2
 
 from fer.data.labels import NUM_CLASSES
 
+# How a shift fills the pixels it uncovers, in grid_sample's names: black, the edge pixels repeated, or the face
+# mirrored about its edge (airbench pads its translations by reflection too).
+PADDING_MODES = ("zeros", "border", "reflection")
+
 
 def random_affine(
     images: torch.Tensor,
@@ -42,6 +46,24 @@ def random_affine(
     theta = torch.stack(rows, dim=1).to(images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def pad(images: torch.Tensor, size: int, mode: str = "zeros") -> torch.Tensor:
+    """A (B,C,H,W) batch padded by `size` pixels on every side, filled as `random_affine`'s `padding_mode`
+    fills a shift: zeros, border (the edge pixels repeated) or reflection (mirrored about the edge, the edge
+    pixel included: grid_sample's reflection, which F.pad's "reflect" is not)."""
+    h, w = images.shape[-2:]
+    if mode not in PADDING_MODES:
+        raise ValueError(f"padding mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+    if mode == "zeros":
+        return F.pad(images, (size, size, size, size))
+    if mode == "border":
+        return F.pad(images, (size, size, size, size), mode="replicate")
+    if not 0 <= size <= min(h, w):
+        raise ValueError(f"a reflection pad reaches at most the side of the image ({min(h, w)}), got {size}")
+    # One mirror image per side is enough for size <= side: written out because F.pad has no symmetric mode.
+    rows = torch.cat([images[..., :size, :].flip(-2), images, images[..., h - size :, :].flip(-2)], dim=-2)
+    return torch.cat([rows[..., :size].flip(-1), rows, rows[..., w - size :].flip(-1)], dim=-1)
 
 
 def random_crop(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -144,7 +166,8 @@ class BatchAugment(nn.Module):
     applied to a batch they would move every image the same way, and per-image calls in the loader
     cost Python overhead per sample and cannot run on the GPU. Here one `grid_sample` moves the whole
     batch, on whatever device it lives. Pad-then-crop by up to `pad_crop` pixels is an integer shift
-    with zero fill, which bilinear sampling reproduces exactly when there is no rotation or zoom.
+    filled as `padding` says (PADDING_MODES), which bilinear sampling reproduces exactly when there is no
+    rotation or zoom.
     """
 
     def __init__(
@@ -157,8 +180,12 @@ class BatchAugment(nn.Module):
         zoom: float = 0.0,
         erase: float = 0.0,
         crop: int = 0,
+        padding: str = "zeros",
     ) -> None:
         super().__init__()
+        if padding not in PADDING_MODES:
+            raise ValueError(f"aug.padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
+        self.padding = padding
         self.hflip, self.rotation, self.pad_crop = float(hflip), float(rotation), int(pad_crop)
         self.brightness, self.contrast = float(brightness), float(contrast)
         self.zoom, self.erase, self.crop = float(zoom), float(erase), int(crop)
@@ -190,13 +217,20 @@ class BatchAugment(nn.Module):
         return x
 
     def _geometric(self, x: torch.Tensor) -> torch.Tensor:
-        return random_affine(x, rotation=self.rotation, shift=self.pad_crop, zoom=self.zoom, hflip=self.hflip)
+        return random_affine(
+            x,
+            rotation=self.rotation,
+            shift=self.pad_crop,
+            zoom=self.zoom,
+            hflip=self.hflip,
+            padding_mode=self.padding,
+        )
 
     def extra_repr(self) -> str:
         return (
             f"hflip={self.hflip}, rotation={self.rotation}, pad_crop={self.pad_crop}, "
             f"zoom={self.zoom}, crop={self.crop}, brightness={self.brightness}, contrast={self.contrast}, "
-            f"erase={self.erase}"
+            f"erase={self.erase}, padding={self.padding}"
         )
 
 

@@ -217,14 +217,7 @@ class BatchAugment(nn.Module):
         return x
 
     def _geometric(self, x: torch.Tensor) -> torch.Tensor:
-        return random_affine(
-            x,
-            rotation=self.rotation,
-            shift=self.pad_crop,
-            zoom=self.zoom,
-            hflip=self.hflip,
-            padding_mode=self.padding,
-        )
+        return random_affine(x, self.rotation, self.pad_crop, self.zoom, self.hflip, self.padding)
 
     def extra_repr(self) -> str:
         return (

@@ -15,6 +15,7 @@ from fer.models.normalization import Normalization
 from fer.models.resnet import ResNet18, imagenet_weights_path
 from fer.models.vgg import VGG
 from fer.models.whitening import PatchWhitening, fit_whitening
+from fer.optimizers import MuonAdamW
 
 CONFIG_NAMES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -286,6 +287,23 @@ def test_vgg_with_a_space_to_depth_stem() -> None:
         assert folded[0, :, 5, 7].tolist() == images[0, 0, 10:12, 14:16].flatten().tolist()
         assert model.features(images).shape == (2, 16, 6, 6)
     assert model(images).shape == model(images[..., :32, :32]).shape == (2, 7)
+
+
+def test_vgg_with_frozen_batch_norm_scales_learns_only_their_shifts() -> None:
+    torch.manual_seed(0)
+    model = VGG(layers=[8, "M", 16, "M"], head=[], batch_norm_scale=False)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 2 and not any(n.weight.requires_grad for n in norms)
+    assert count_parameters(model) - sum(p.numel() for p in model.parameters() if p.requires_grad) == 8 + 16
+    optimizer = MuonAdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    nn.functional.cross_entropy(model(faces(8)), torch.arange(8) % 7).backward()
+    optimizer.step()
+    for norm in norms:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))  # no update, no weight decay
+        assert norm.bias.abs().min() > 0  # the shift, from zero, did learn
+    assert all(
+        n.weight.requires_grad for n in VGG(layers=[8], head=[]).modules() if isinstance(n, nn.BatchNorm2d)
+    )
 
 
 def test_vgg_pool_grid_keeps_where_a_feature_fired() -> None:

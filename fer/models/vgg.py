@@ -21,9 +21,14 @@ pools: dict[str, type[nn.Module]] = {"avg": nn.AdaptiveAvgPool2d, "max": nn.Adap
 
 
 def make_layers(
-    cfg: Sequence[int | str], batch_norm: bool, activation: str, dropout: float = 0.0
+    cfg: Sequence[int | str],
+    batch_norm: bool,
+    activation: str,
+    dropout: float = 0.0,
+    batch_norm_scale: bool = True,
 ) -> nn.Sequential:
-    """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm, the activation, a Dropout after
+    """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm (its scale frozen at 1 unless
+    `batch_norm_scale`), the activation, a Dropout after
     it when `dropout` > 0, 2x2 max-pools at "M", a frozen 3x3 patch-whitening conv and the activation
     at "W" (first only: it is fitted on the net's input), and a space-to-depth stem at "S" (first only:
     each 2x2 block of pixels becomes 4 channels, so the first conv already runs at half resolution)."""
@@ -42,7 +47,9 @@ def make_layers(
         else:
             layers.append(nn.Conv2d(in_channels, v, kernel_size=3, padding=1))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(v))
+                norm = nn.BatchNorm2d(v)
+                norm.weight.requires_grad_(batch_norm_scale)
+                layers.append(norm)
             layers.append(activations[activation]())
             if dropout:
                 layers.append(nn.Dropout(dropout))
@@ -51,7 +58,8 @@ def make_layers(
 
 
 class VGG(nn.Module):
-    """A VGG trunk (VGG16/19 by `depth`, or the custom `layers`), a global pool and a fully connected head."""
+    """A VGG trunk (VGG16/19 by `depth`, or the custom `layers`), a global pool and a fully connected head.
+    `batch_norm_scale=False` freezes each BatchNorm's scale at 1 (airbench's BatchNorm): only its shift learns."""
 
     def __init__(
         self,
@@ -59,6 +67,7 @@ class VGG(nn.Module):
         depth: int = 16,
         activation: str = "relu",
         batch_norm: bool = True,
+        batch_norm_scale: bool = True,
         dropout: float = 0.5,
         layers: Sequence[int | str] | None = None,
         head: Sequence[int] = (512, 512),
@@ -84,7 +93,7 @@ class VGG(nn.Module):
         act = activations[activation]
         # Plain dropout would break SELU's self-normalization; alpha dropout keeps mean and variance.
         drop = nn.AlphaDropout if activation == "selu" else nn.Dropout
-        self.features = make_layers(trunk, batch_norm, activation)
+        self.features = make_layers(trunk, batch_norm, activation, batch_norm_scale=batch_norm_scale)
         # An adaptive pool makes the head independent of the input size (crops smaller than 48 work too).
         # pool_size 1 pools each map to one value; a larger grid keeps where on the face a feature fired.
         self.avgpool = pools[pool]((pool_size, pool_size))

@@ -74,12 +74,14 @@ class Number:
 @dataclass(frozen=True)
 class Choice:
     options: tuple[str, ...]
+    nullable: bool = False
 
     def describe(self) -> str:
-        return f"one of {', '.join(self.options)}"
+        text = f"one of {', '.join(self.options)}"
+        return f"{text} or null" if self.nullable else text
 
     def check(self, value: Any) -> tuple[bool, Any]:
-        return value in self.options, value
+        return value in self.options or (self.nullable and value is None), value
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ TTA_RULES = {
     "flip": Flag(),
     "shift": Number(0, IMAGE_SIZE - 1, integer=True),
     "scales": ListOf(Number(16, 2 * IMAGE_SIZE, integer=True)),
-    "padding": Choice(PADDING_MODES),
+    "padding": Choice(PADDING_MODES, nullable=True),  # null: as the run's aug.padding
 }
 
 RULES: dict[str, Any] = {

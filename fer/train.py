@@ -36,7 +36,7 @@ from fer.module import FERModule, check_input_size, check_tta_sizes
 from fer.plots import plot_confusion
 from fer.runtime import apply_runtime, warn_slow_bf16
 from fer.schema import validate
-from fer.tta import num_views
+from fer.tta import num_views, run_padding
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     module = build_module(cfg, datamodule)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     apply_runtime(module, **cfg.runtime)
-    module.tta = OmegaConf.to_container(cfg.tta, resolve=True)
+    module.tta = run_padding(OmegaConf.to_container(cfg.tta, resolve=True), cfg.aug)
     check_tta_sizes(module, module.tta)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, run_dir) or False

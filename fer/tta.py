@@ -65,7 +65,7 @@ def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | No
         tta.get("flip", False),
         tta.get("shift", 0),
         tta.get("scales") or (),
-        tta.get("padding", "zeros"),
+        tta.get("padding") or "zeros",  # null, where no run says otherwise: the black fill
     )
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
@@ -83,9 +83,17 @@ def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | Non
     return mean_log_probs(view_log_probs(model, images, tta))
 
 
+def run_padding(tta: Mapping[str, Any], aug: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`tta` with a null (or absent) padding made the run's `aug.padding`: the shifted views filled as the
+    training shifts were, black for a run whose aug has no padding (fer before the option)."""
+    padding = tta.get("padding")
+    return {**tta, "padding": (aug or {}).get("padding", "zeros") if padding is None else padding}
+
+
 def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The TTA to evaluate a checkpoint with, plus its number of views: `given` (a `tta=` of the command
-    line), else the one the checkpoint's training run was tested with, else none; its values checked."""
+    line), else the one the checkpoint's training run was tested with, else none; its values checked, and a
+    null padding made the run's aug.padding."""
     run_tta = (run_config or {}).get("tta")
     if given:
         tta = checked_tta(given)
@@ -93,6 +101,7 @@ def chosen_tta(given: Mapping[str, Any] | None, run_config: Mapping[str, Any] | 
         tta = checked_tta(run_tta, " in the checkpoint's run config (pass tta=none, flip or crops instead)")
     else:
         tta = {"name": "none", "flip": False, "shift": 0}
+    tta = run_padding(tta, (run_config or {}).get("aug"))
     return {**tta, "views": num_views(tta)}
 
 

@@ -359,7 +359,7 @@ def test_metrics_json_is_strict(tmp_path):
         ("tta=flip tta.flip=maybe", "tta.flip: expected true or false, got 'maybe'"),
         (
             "tta=crops tta.padding=reflect",
-            "tta.padding: expected one of zeros, border, reflection, got 'reflect'",
+            "tta.padding: expected one of zeros, border, reflection or null, got 'reflect'",
         ),
         ("optim.lr=-1", "optim.lr: expected a number > 0, got -1"),
         ("optim.weight_decay=abc", "optim.weight_decay: expected a number >= 0, got 'abc'"),

@@ -20,7 +20,7 @@ from fer.predict import predict_proba
 from fer.rundir import RunDirError
 from fer.schema import ConfigError
 from fer.train import run as train
-from fer.tta import checked_tta, num_views, tta_label, tta_log_probs, tta_views, view_log_probs
+from fer.tta import checked_tta, chosen_tta, num_views, tta_label, tta_log_probs, tta_views, view_log_probs
 from tests.conftest import compose_config, damaged_copy, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
@@ -79,6 +79,18 @@ def test_views_shift_with_the_fill_of_the_training_shift():
     assert tta_label(crops) == "crops (10 views, shift 2, reflection fill)"
 
 
+def test_a_null_tta_padding_is_the_runs_aug_padding():
+    crops = {"name": "crops", "flip": True, "shift": 2, "padding": None}
+    mirror_run = {"aug": {"padding": "reflection"}, "tta": crops}
+    # The command line's tta=crops, or the run's own TTA, fills its views as the run filled its shifts.
+    assert chosen_tta(crops, mirror_run)["padding"] == "reflection"
+    assert chosen_tta(None, mirror_run) == {**crops, "padding": "reflection", "views": 10}
+    # A fill given by name wins; a run saved before aug.padding existed shifted with black.
+    assert chosen_tta({**crops, "padding": "border"}, mirror_run)["padding"] == "border"
+    assert chosen_tta(crops, {"aug": {"pad_crop": 4}})["padding"] == "zeros"
+    assert chosen_tta(crops, None)["padding"] == "zeros"
+
+
 def test_views_rescale_the_whole_face_and_mirror_it_too():
     images = torch.rand(2, 1, 48, 48)
     views = tta_views(images, flip=True, scales=[44, 52])
@@ -100,7 +112,14 @@ def test_views_rescale_the_whole_face_and_mirror_it_too():
 
 def test_multiscale_tta_scores_the_test_stage_and_analyze_alike(runs, tmp_path):
     run = tmp_path / "run"
-    overrides = [*TINY, "model=vggnet", "model.layers=[8,8,M,16,16,M,32,32,M,64,64,M]", "tta=multiscale"]
+    # tta.padding is null: the views are filled as aug.padding fills the training shifts.
+    overrides = [
+        *TINY,
+        "model=vggnet",
+        "model.layers=[8,8,M,16,16,M,32,32,M,64,64,M]",
+        "tta=multiscale",
+        "aug.padding=border",
+    ]
     train(compose_config("train", overrides, run))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["tta"] == {
@@ -108,14 +127,18 @@ def test_multiscale_tta_scores_the_test_stage_and_analyze_alike(runs, tmp_path):
         "flip": True,
         "shift": 2,
         "scales": [44, 52],
-        "padding": "zeros",
+        "padding": "border",
         "views": 14,
     }
-    out = tmp_path / "out"
-    analyze(compose_config("analyze", [f"run={run}", f"out={out}", "analysis.interpret=false"], out))
-    analysis = json.loads((out / "analysis.json").read_text())
-    assert analysis["tta"]["views"] == 14
-    assert analysis["metrics"]["accuracy"] == pytest.approx(metrics["test"]["test/acc"])
+    # analyze.py with the run's TTA, or with tta=multiscale named again, scores what the test stage scored.
+    for name, told in (("own", []), ("told", ["tta=multiscale"])):
+        out = tmp_path / name
+        analyze(
+            compose_config("analyze", [f"run={run}", f"out={out}", "analysis.interpret=false", *told], out)
+        )
+        analysis = json.loads((out / "analysis.json").read_text())
+        assert (analysis["tta"]["views"], analysis["tta"]["padding"]) == (14, "border")
+        assert analysis["metrics"]["accuracy"] == pytest.approx(metrics["test"]["test/acc"])
 
     # A flatten head takes 48x48 faces only: train.py and analyze.py refuse the scales by name.
     refused = r"tta\.scales=44: the model fer\.models\.cnn4\.CNN4 cannot take 44x44 faces"

@@ -59,13 +59,9 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
 
 def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
     """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
-    tta = checked_tta(tta or {})
+    tta = run_padding(checked_tta(tta or {}), None)
     views = tta_views(
-        images,
-        tta.get("flip", False),
-        tta.get("shift", 0),
-        tta.get("scales") or (),
-        tta.get("padding") or "zeros",  # null, where no run says otherwise: the black fill
+        images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales") or (), tta["padding"]
     )
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
@@ -85,7 +81,7 @@ def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | Non
 
 def run_padding(tta: Mapping[str, Any], aug: Mapping[str, Any] | None) -> dict[str, Any]:
     """`tta` with a null (or absent) padding made the run's `aug.padding`: the shifted views filled as the
-    training shifts were, black for a run whose aug has no padding (fer before the option)."""
+    training shifts were; black without a run (`aug` None) or for one whose aug has no padding (fer before it)."""
     padding = tta.get("padding")
     return {**tta, "padding": (aug or {}).get("padding", "zeros") if padding is None else padding}
 

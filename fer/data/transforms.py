@@ -17,6 +17,12 @@ from fer.data.labels import NUM_CLASSES
 PADDING_MODES = ("zeros", "border", "reflection")
 
 
+def check_padding(mode: str, name: str) -> None:
+    """Raise a ValueError naming `name` unless `mode` is one of PADDING_MODES."""
+    if mode not in PADDING_MODES:
+        raise ValueError(f"{name} must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+
+
 def random_affine(
     images: torch.Tensor,
     rotation: float = 0.0,
@@ -53,8 +59,7 @@ def pad(images: torch.Tensor, size: int, mode: str = "zeros") -> torch.Tensor:
     fills a shift: zeros, border (the edge pixels repeated) or reflection (mirrored about the edge, the edge
     pixel included: grid_sample's reflection, which F.pad's "reflect" is not)."""
     h, w = images.shape[-2:]
-    if mode not in PADDING_MODES:
-        raise ValueError(f"padding mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+    check_padding(mode, "padding mode")
     if mode == "zeros":
         return F.pad(images, (size, size, size, size))
     if mode == "border":
@@ -183,8 +188,7 @@ class BatchAugment(nn.Module):
         padding: str = "zeros",
     ) -> None:
         super().__init__()
-        if padding not in PADDING_MODES:
-            raise ValueError(f"aug.padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
+        check_padding(padding, "aug.padding")
         self.padding = padding
         self.hflip, self.rotation, self.pad_crop = float(hflip), float(rotation), int(pad_crop)
         self.brightness, self.contrast = float(brightness), float(contrast)

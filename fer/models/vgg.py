@@ -28,10 +28,10 @@ def make_layers(
     batch_norm_scale: bool = True,
 ) -> nn.Sequential:
     """The conv trunk described by `cfg`: 3x3 convs, optional BatchNorm (its scale frozen at 1 unless
-    `batch_norm_scale`), the activation, a Dropout after
-    it when `dropout` > 0, 2x2 max-pools at "M", a frozen 3x3 patch-whitening conv and the activation
-    at "W" (first only: it is fitted on the net's input), and a space-to-depth stem at "S" (first only:
-    each 2x2 block of pixels becomes 4 channels, so the first conv already runs at half resolution)."""
+    `batch_norm_scale`), the activation, a Dropout after it when `dropout` > 0, 2x2 max-pools at "M", a
+    frozen 3x3 patch-whitening conv and the activation at "W" (first only: it is fitted on the net's input),
+    and a space-to-depth stem at "S" (first only: each 2x2 block of pixels becomes 4 channels, so the first
+    conv already runs at half resolution)."""
     layers: list[nn.Module] = []
     in_channels = 1
     for v in cfg:

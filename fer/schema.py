@@ -198,6 +198,7 @@ RULES: dict[str, Any] = {
     "aug.crop": Number(0, 48, integer=True),  # 0: the whole face
     "aug.progressive_start": Number(0, 48, integer=True),  # 0: off
     "aug.progressive_until": Number(0, 1),
+    "aug.stop_at": Number(0, 1, open_low=True),
     "aug.mixup": Number(0),  # a Beta alpha; 0: off
     "aug.cutmix": Number(0),
     "model.dropout": Number(0, 1, open_high=True),

@@ -163,6 +163,22 @@ def test_progressive_resizing_shrinks_train_batches_by_the_fits_progress(csv_pat
     assert dm.on_after_batch_transfer([images, labels], 0)[0].shape[-1] == 48  # val and test: full size
 
 
+def test_stop_at_leaves_train_batches_unaugmented_after_that_fraction_of_the_fit(csv_path, tmp_path):
+    dm = make(csv_path, tmp_path, aug={"hflip": 1.0, "pad_crop": 4, "mixup": 1.0, "stop_at": 0.75})
+    images = torch.arange(48 * 48, dtype=torch.uint8).reshape(1, 1, 48, 48).repeat(4, 1, 1, 1)
+    labels = torch.tensor([0, 1, 2, 3])
+    schedule = BudgetedLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), total_steps=100)
+    dm.trainer = SimpleNamespace(training=True, lr_scheduler_configs=[SimpleNamespace(scheduler=schedule)])
+    images_changed, labels_mixed = [], []
+    for steps in (0, 74, 75, 99):
+        schedule.last_epoch = steps
+        out, out_labels = dm.on_after_batch_transfer([images, labels], 0)
+        images_changed.append(not torch.equal(out, images.float()))
+        labels_mixed.append(not torch.equal(out_labels, labels))
+    assert images_changed == [True, True, False, False]
+    assert labels_mixed == [True, True, False, False]  # MixUp stops with the rest
+
+
 def test_alternate_flip_mirrors_the_same_faces_in_alternate_epochs(csv_path, tmp_path):
     # A face that is not its own mirror image, so a flip shows.
     torch.manual_seed(0)

@@ -139,6 +139,9 @@ class FERDataModule(pl.LightningDataModule):
         # fit, growing to the full size by the progressive_until fraction of it.
         self.progressive_start = int(aug.pop("progressive_start", 0))
         self.progressive_until = float(aug.pop("progressive_until", 0.5))
+        # The fraction of the fit after which train faces go unaugmented (1: never), so the last steps
+        # fit the faces as val and test show them.
+        self.stop_at = float(aug.pop("stop_at", 1.0))
         self.augment = BatchAugment(**aug)
         self.faces: dict[str, FaceSet] = {}
         self._prepared: FaceSet | None = None  # the read of prepare_data, handed to setup
@@ -268,11 +271,12 @@ class FERDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
         images, labels = batch[0].float(), batch[1]
         if self.trainer is not None and self.trainer.training:
-            if self.flipped_first is not None:
-                images = alternating_flip(images, batch[2], self.trainer.current_epoch)
-            images = self.augment(images)
-            if self.mix is not None:
-                images, labels = self.mix(images, labels)
+            if self.stop_at >= 1 or fit_progress(self.trainer) < self.stop_at:
+                if self.flipped_first is not None:
+                    images = alternating_flip(images, batch[2], self.trainer.current_epoch)
+                images = self.augment(images)
+                if self.mix is not None:
+                    images, labels = self.mix(images, labels)
             if self.progressive_start:
                 progress = fit_progress(self.trainer)
                 size = progressive_size(

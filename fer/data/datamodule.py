@@ -271,14 +271,15 @@ class FERDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: list[torch.Tensor], dataloader_idx: int) -> list[torch.Tensor]:
         images, labels = batch[0].float(), batch[1]
         if self.trainer is not None and self.trainer.training:
-            if self.stop_at >= 1 or fit_progress(self.trainer) < self.stop_at:
+            # Only the options that depend on it ask for the fit's progress: a fit of unknown length has none.
+            progress = fit_progress(self.trainer) if self.stop_at < 1 or self.progressive_start else 0.0
+            if self.stop_at >= 1 or progress < self.stop_at:
                 if self.flipped_first is not None:
                     images = alternating_flip(images, batch[2], self.trainer.current_epoch)
                 images = self.augment(images)
                 if self.mix is not None:
                     images, labels = self.mix(images, labels)
             if self.progressive_start:
-                progress = fit_progress(self.trainer)
                 size = progressive_size(
                     progress, images.shape[-1], self.progressive_start, self.progressive_until
                 )

@@ -1,5 +1,5 @@
 """Training and inference images per second of every model (conf/model/*.yaml), and, for the nets of
-`--compare` (default cnn4 and `experiment=speedrun`'s vgg8 with GELU), fer's Lightning training loop against a
+`--compare` (default cnn4 and `experiment=speedrun`'s wide GELU vgg8), fer's Lightning training loop against a
 plain PyTorch loop in fp32 and bf16 autocast (where the device computes bf16 natively: `--bf16`), contiguous and
 channels_last, the plain loop under `torch.compile`, and the cost of each other optimizer of `--optims` (Muon:
 the speedrun's), all measured in the same run. The last two use channels_last and the precision a recipe picks on
@@ -11,7 +11,7 @@ augmentation, flip plus pad-2 shift); fer's loop is a real `Trainer.fit` over `-
 timed from its first to its last training batch after `--warmup` batches.
     python bench/bench_throughput.py                  # every model, then cnn4 and the speedrun's net in detail
     python bench/bench_throughput.py --models cnn4 vggnet --compare cnn4 vggnet --batch-size 256
-    python bench/bench_throughput.py --models --compare vgg8 experiment=speedrun   # ReLU against GELU
+    python bench/bench_throughput.py --models --compare vgg8 experiment=speedrun   # vgg8 against the recipe's
 """
 
 from __future__ import annotations

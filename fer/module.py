@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from torch import nn
+from torch import Tensor, nn
+from torch.func import functional_call
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchvision.transforms.v2.functional import center_crop
@@ -116,6 +118,11 @@ class FERModule(pl.LightningModule):
         # stage also scores the unchanged faces alone (test/acc_no_tta), which gives the gain of TTA.
         self.tta: dict[str, Any] | None = None
         self.test_acc_no_tta = MulticlassAccuracy(num_classes, average="micro")
+        # The snapshot ensemble of the test stage (callbacks.snapshots), set by the caller: the network's weights
+        # at the epochs before the tested one, whose class probabilities (with the same TTA) are averaged with
+        # its own. With any, the test stage also scores the tested epoch alone (test/acc_selected_epoch).
+        self.snapshots: list[dict[str, Tensor]] = []
+        self.test_acc_selected = MulticlassAccuracy(num_classes, average="micro")
         # The whole run's config (plain dict), stored beside the weights so that a checkpoint alone
         # says which data and setup produced it; not a hyperparameter of the network.
         self.run_config: dict[str, Any] | None = None
@@ -161,13 +168,21 @@ class FERModule(pl.LightningModule):
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         views = view_log_probs(self, images, self.tta)
-        log_probs = mean_log_probs(views)
+        # Each snapshot runs this module's forward with its own weights: every member sees the same TTA views.
+        members = [
+            view_log_probs(partial(functional_call, self, weights), images, self.tta)
+            for weights in self.snapshots
+        ]
+        log_probs = mean_log_probs(torch.cat([views, *members]))
         # The criterion's log-softmax leaves log-probabilities unchanged: this is the usual loss of the
         # averaged prediction (and, with one view, of the logits).
         loss, preds = self.criterion(log_probs, labels), log_probs.argmax(dim=1)
         if len(views) > 1:
             self.test_acc_no_tta(views[0].argmax(dim=1), labels)
             self.log("test/acc_no_tta", self.test_acc_no_tta, on_step=False, on_epoch=True)
+        if members:
+            self.test_acc_selected(mean_log_probs(views).argmax(dim=1), labels)
+            self.log("test/acc_selected_epoch", self.test_acc_selected, on_step=False, on_epoch=True)
         self.test_loss(loss)
         self.test_metrics.update(preds, labels)
         self.test_confusion.update(preds, labels)
@@ -175,6 +190,11 @@ class FERModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+        # On this module's device, and in its memory format (channels_last conv filters stay so).
+        own = self.state_dict()
+        self.snapshots = [
+            {k: torch.empty_like(own[k]).copy_(v) for k, v in w.items()} for w in self.snapshots
+        ]
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute(), sync_dist=True)

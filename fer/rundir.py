@@ -2,6 +2,7 @@
 
 config.yaml              the resolved config of the run
 checkpoints/best.ckpt    weights of the best val/acc epoch (tested, analysed by `analyze.py run=`)
+checkpoints/best-prevK.ckpt  weights of the epoch K before the best (callbacks.snapshots: a snapshot ensemble)
 checkpoints/last.ckpt    the whole state after the latest epoch (and at the start): `ckpt_path=last`
 history.csv, history.png per-epoch metrics
 metrics.json             final scores, data notes, checkpoint sha256s; wall-clock fields in TIMING_KEYS
@@ -28,6 +29,8 @@ BEST = "best"  # ModelCheckpoint filenames (conf/callbacks/model_checkpoint.yaml
 LAST = "last"
 BEST_CKPT = f"{CHECKPOINTS}/{BEST}.ckpt"
 LAST_CKPT = f"{CHECKPOINTS}/{LAST}.ckpt"
+# callbacks.snapshots' files, f"{SNAPSHOT}{K}.ckpt": the weights of the epoch K before the best.
+SNAPSHOT = f"{BEST}-prev"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 CONFUSION_PNG = "confusion.png"
@@ -182,8 +185,10 @@ def sha256(path: Path) -> str:
 
 
 def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
-    """{'checkpoints/best.ckpt': sha256, ...} for the run's best and last checkpoints that exist."""
-    return {name: sha256(run_dir / name) for name in (BEST_CKPT, LAST_CKPT) if (run_dir / name).is_file()}
+    """{'checkpoints/best.ckpt': sha256, ...} for the run's best, snapshot and last checkpoints that exist."""
+    snapshots = sorted(f"{CHECKPOINTS}/{p.name}" for p in (run_dir / CHECKPOINTS).glob(f"{SNAPSHOT}*.ckpt"))
+    names = (BEST_CKPT, *snapshots, LAST_CKPT)
+    return {name: sha256(run_dir / name) for name in names if (run_dir / name).is_file()}
 
 
 def verify_checkpoint(run_dir: Path, ckpt: Path, name: str) -> None:

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from fer import rundir
 from fer.callbacks.history import History
 from fer.callbacks.runstate import RunState
+from fer.callbacks.snapshots import Snapshots
 from fer.config import print_config
 from fer.data.datamodule import FERDataModule
 from fer.data.errors import DataWarning
@@ -282,8 +283,13 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
 
     test: dict[str, float] = {}
     checkpoint = trainer.checkpoint_callback
+    snapshots = next((cb for cb in trainer.callbacks if isinstance(cb, Snapshots)), None)
     if datamodule.splits.get("test"):
         weights = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        if weights and snapshots is not None:
+            module.snapshots = [
+                torch.load(p, weights_only=True)["state_dict"] for p in snapshots.checkpoints()
+            ]
         (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)
     metrics = {
         "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val/")},
@@ -299,6 +305,10 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         "run_time_s": round(time.monotonic() - start, 2),
         "params": count_parameters(module.net),
         "best_ckpt": checkpoint.best_model_path if checkpoint is not None else None,
+        # The epochs whose weights the test averaged with the best one's (callbacks.snapshots), and their files.
+        "snapshots": None
+        if snapshots is None
+        else {"epochs": snapshots.kept, "checkpoints": [str(p) for p in snapshots.checkpoints()]},
         "checkpoints": rundir.checkpoint_hashes(run_dir),  # sha256, checked by analyze.py run=
         "data": data_notes,
     }

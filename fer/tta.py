@@ -11,7 +11,7 @@ at 44 and 52 pixels: 14 views, for a model with a global pool.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,7 +57,9 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
     return {**tta, **converted}
 
 
-def view_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:
+def view_log_probs(
+    model: Callable[[Tensor], Tensor], images: Tensor, tta: Mapping[str, Any] | None = None
+) -> Tensor:
     """Log-softmax of `model` on every view: (views, B, classes), the unchanged batch first."""
     tta = run_padding(checked_tta(tta or {}), None)
     views = tta_views(

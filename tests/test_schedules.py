@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 
 from fer.callbacks.budget import BudgetProgress, RunDeadline
+from fer.callbacks.snapshots import Snapshots
 from fer.data.transforms import random_crop
 from fer.module import FERModule
 from fer.schedules import BudgetedLR, fit_progress
@@ -84,10 +85,18 @@ def test_end_within_shortens_a_seconds_budget_and_never_lengthens_it(monkeypatch
         _scheduler(total_steps=10).end_within(5.0)
 
 
-def _validate(callback: RunDeadline, scheduler: BudgetedLR, clock: SimpleNamespace, start: float, end: float):
+def _validate(
+    callback: RunDeadline,
+    scheduler: BudgetedLR,
+    clock: SimpleNamespace,
+    start: float,
+    end: float,
+    snapshots: int = 0,
+):
     """Run `callback`'s validation hooks at clock readings `start` and `end` on a stand-in trainer: 100 val
-    faces, 50 test faces, a module tested with ten-crop TTA."""
+    faces, 50 test faces, a module tested with ten-crop TTA, and with `snapshots` snapshots of callbacks.snapshots."""
     trainer = SimpleNamespace(
+        callbacks=[callback, *([Snapshots("unused", epochs=snapshots)] if snapshots else [])],
         sanity_checking=False,
         lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
         datamodule=SimpleNamespace(faces={"val": [0] * 100, "test": [0] * 50}),
@@ -122,6 +131,13 @@ def test_run_deadline_ends_the_schedule_in_time_for_the_last_validation_and_the_
     roomy.elapsed, roomy._tick = 30.0, 40.0
     _validate(RunDeadline(seconds=5000.0), roomy, clock, start=40.0, end=42.0)
     assert roomy.seconds == 1000.0
+    # Two snapshots score the test's faces twice more: 30 s for the test, so the fit gets 20 s less.
+    with_snapshots = _scheduler(total_steps=None, seconds=1000.0)
+    with_snapshots.elapsed, with_snapshots._tick = 30.0, 40.0
+    clock.monotonic = lambda: 0.0
+    callback = RunDeadline(seconds=100.0, margin=5.0)
+    _validate(callback, with_snapshots, clock, start=40.0, end=42.0, snapshots=2)
+    assert with_snapshots.seconds == pytest.approx(53.0)
 
 
 def test_bad_budgets_are_refused() -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from fer.analysis.run import run as analyze
 from fer.analysis.select import load_model
+from fer.callbacks.snapshots import Snapshots
 from fer.data.datamodule import FERDataModule
 from fer.data.transforms import resize
 from fer.predict import predict_proba
@@ -491,3 +494,95 @@ def test_ensemble_notes_on_a_predicted_path_speak_of_that_path(runs, tmp_path):
         "trained on."
         for i, ckpt in enumerate((runs["cnn4"] / "checkpoints/best.ckpt", other))
     ]
+
+
+def _validated(callback: Snapshots, module: SimpleNamespace, epoch: int, acc: float) -> None:
+    """Stand in for Lightning at the end of epoch `epoch`'s validation: the net's weight is the epoch number."""
+    module.net.weight.data.fill_(epoch)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        callback_metrics={"val/acc": torch.tensor(acc)},
+        current_epoch=epoch,
+        is_global_zero=True,
+    )
+    callback.on_validation_end(trainer, module)
+
+
+def _snapshot_epochs(dirpath: Path) -> dict[str, float]:
+    return {
+        p.stem: torch.load(p, weights_only=True)["state_dict"]["net.weight"][0, 0].item()
+        for p in dirpath.iterdir()
+    }
+
+
+def test_snapshots_keep_the_epochs_before_each_new_best_and_only_theirs(tmp_path, caplog):
+    module = SimpleNamespace(net=torch.nn.Linear(2, 2), hparams={"model": {}}, run_config={"seed": 0})
+    callback = Snapshots(tmp_path / "checkpoints", epochs=2)
+    with caplog.at_level(logging.WARNING, logger="fer.callbacks.snapshots"):
+        for epoch, acc in enumerate([0.1, 0.3]):  # epoch 1 is best with only epoch 0 before it
+            _validated(callback, module, epoch, acc)
+    assert callback.kept == [0] and _snapshot_epochs(tmp_path / "checkpoints") == {"best-prev1": 0.0}
+    assert "the best epoch so far, 1, has 1 of its 2 snapshot epochs" in caplog.text
+    for epoch, acc in enumerate([0.2, 0.5, 0.5, float("nan"), 0.4], start=2):  # a tie and NaN are no best
+        _validated(callback, module, epoch, acc)
+    assert callback.kept == [2, 1] and callback.checkpoints() == [
+        tmp_path / f"checkpoints/best-prev{k}.ckpt" for k in (1, 2)
+    ]
+    assert _snapshot_epochs(tmp_path / "checkpoints") == {"best-prev1": 2.0, "best-prev2": 1.0}
+    saved = torch.load(callback.path(1), weights_only=True)
+    assert (
+        saved["epoch"] == 2
+        and saved["run_config"] == {"seed": 0}
+        and saved["hyper_parameters"] == {"model": {}}
+    )
+
+    # Resumed after epoch 6 with the best so far, 0.5: only epoch 6 is remembered, so a best at 7 removes
+    # best-prev2 (epoch 1's).
+    resumed = Snapshots(tmp_path / "checkpoints", epochs=2)
+    resumed.load_state_dict(callback.state_dict())
+    module.net.weight.data.fill_(6)
+    resumed.on_train_start(SimpleNamespace(current_epoch=7), module)
+    _validated(resumed, module, 7, 0.5)
+    assert resumed.kept == [2, 1]
+    _validated(resumed, module, 8, 0.6)
+    assert resumed.kept == [7, 6]
+    again = Snapshots(tmp_path / "checkpoints", epochs=2)
+    again.load_state_dict(resumed.state_dict())
+    again.on_train_start(SimpleNamespace(current_epoch=9), module)  # weights of epoch 8: 8.0
+    _validated(again, module, 9, 0.7)
+    assert again.kept == [8] and _snapshot_epochs(tmp_path / "checkpoints") == {"best-prev1": 8.0}
+    with pytest.raises(ValueError, match="callbacks.snapshots.epochs must be at least 1"):
+        Snapshots(tmp_path, epochs=0)
+
+
+def test_the_test_stage_of_a_snapshot_run_is_analyze_s_ensemble_of_its_snapshots(tmp_path):
+    run = tmp_path / "run"
+    epochs = [
+        "+callbacks.epochs._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+        f"+callbacks.epochs.dirpath={run}/epochs",
+        "+callbacks.epochs.filename='e{epoch}'",
+        "+callbacks.epochs.save_top_k=-1",
+        "+callbacks.epochs.auto_insert_metric_name=false",
+        "+callbacks.epochs.mode=max",  # its state key must differ from last_checkpoint's
+    ]
+    overrides = [*TINY, "trainer.max_epochs=5", "callbacks=[default,snapshots]", "tta=flip", *epochs]
+    train(compose_config("train", [*overrides, "runtime.channels_last=true"], run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = metrics["best"]["epoch"]
+    assert best >= 2, "this seed's best epoch has two epochs before it"
+    assert metrics["snapshots"]["epochs"] == [best - 1, best - 2]
+    snapshots = [run / "checkpoints/best-prev2.ckpt", run / "checkpoints/best-prev1.ckpt"]
+    assert metrics["snapshots"]["checkpoints"] == [str(p) for p in reversed(snapshots)]
+    assert {"checkpoints/best-prev1.ckpt", "checkpoints/best-prev2.ckpt"} <= set(metrics["checkpoints"])
+    for path, epoch in zip(snapshots, (best - 2, best - 1)):  # each snapshot is its epoch's network
+        snapshot = load_model(path, "cpu").net.state_dict()
+        saved = load_model(run / f"epochs/e{epoch}.ckpt", "cpu").net.state_dict()
+        assert all(torch.equal(snapshot[k], saved[k]) for k in saved)
+
+    out = tmp_path / "ens"
+    members = f"ensemble=[{snapshots[0]},{snapshots[1]},{run}]"
+    analyze(compose_config("analyze", [members, f"out={out}"], out))
+    report = json.loads((out / "ensemble.json").read_text())
+    assert report["ensemble"]["accuracy"] == pytest.approx(metrics["test"]["test/acc"])
+    assert report["members"][2]["accuracy"] == pytest.approx(metrics["test"]["test/acc_selected_epoch"])
+    assert len({m["accuracy"] for m in report["members"]}) > 1, "the snapshots score otherwise than the best"

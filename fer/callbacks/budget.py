@@ -10,6 +10,7 @@ import time
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
 
+from fer.callbacks.snapshots import Snapshots
 from fer.schedules import budget_schedule
 from fer.tta import num_views
 
@@ -84,7 +85,7 @@ class RunDeadline(pl.Callback):
     of the run, after Python has imported torch.
 
     The schedule's seconds count only the fit. What follows it (one more validation, then the test with
-    its TTA views) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, 65-80 s in
+    its TTA views, for each snapshot too) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, 65-80 s in
     fp32. After each validation it is estimated from that validation's own time, scaled by the faces and
     views the test will score, plus `margin` seconds (loading the best checkpoint, writing the run's
     files); if the deadline leaves the schedule less than it has, the schedule ends sooner. Its learning
@@ -123,6 +124,8 @@ class RunDeadline(pl.Callback):
         now = time.monotonic()
         faces = trainer.datamodule.faces
         test_faces = len(faces["test"]) * num_views(getattr(pl_module, "tta", None)) if "test" in faces else 0
+        # A snapshot ensemble (callbacks.snapshots) scores every face with each snapshot as well.
+        test_faces *= 1 + sum(cb.epochs for cb in trainer.callbacks if isinstance(cb, Snapshots))
         # This validation's pace, per face, for the last one and the test: both score inputs of one size in eval mode.
         reserve = (now - self._val_start) * (1 + test_faces / len(faces["val"])) + self.margin
         left = self.seconds - (now - self.start) - reserve  # for fitting, from now

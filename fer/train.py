@@ -284,12 +284,12 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
     test: dict[str, float] = {}
     checkpoint = trainer.checkpoint_callback
     snapshots = next((cb for cb in trainer.callbacks if isinstance(cb, Snapshots)), None)
+    tested = None  # the snapshots the test averaged: they go with the best epoch only
     if datamodule.splits.get("test"):
         weights = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        if weights and snapshots is not None:
-            module.snapshots = [
-                torch.load(p, weights_only=True)["state_dict"] for p in snapshots.checkpoints()
-            ]
+        tested = snapshots if weights else None
+        if tested is not None:
+            module.snapshots = [torch.load(p, weights_only=True)["state_dict"] for p in tested.checkpoints()]
         (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)
     metrics = {
         "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val/")},
@@ -307,8 +307,8 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
         "best_ckpt": checkpoint.best_model_path if checkpoint is not None else None,
         # The epochs whose weights the test averaged with the best one's (callbacks.snapshots), and their files.
         "snapshots": None
-        if snapshots is None
-        else {"epochs": snapshots.kept, "checkpoints": [str(p) for p in snapshots.checkpoints()]},
+        if tested is None
+        else {"epochs": tested.kept, "checkpoints": [str(p) for p in tested.checkpoints()]},
         "checkpoints": rundir.checkpoint_hashes(run_dir),  # sha256, checked by analyze.py run=
         "data": data_notes,
     }

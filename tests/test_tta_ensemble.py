@@ -553,6 +553,11 @@ def test_snapshots_keep_the_epochs_before_each_new_best_and_only_theirs(tmp_path
     assert again.kept == [8] and _snapshot_epochs(tmp_path / "checkpoints") == {"best-prev1": 8.0}
     with pytest.raises(ValueError, match="callbacks.snapshots.epochs must be at least 1"):
         Snapshots(tmp_path, epochs=0)
+    elsewhere = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor="val/loss", mode="min"))
+    with pytest.raises(
+        ValueError, match=r"callbacks.snapshots.monitor='val/acc' .*\(monitor='val/loss', mode='min'\)"
+    ):
+        Snapshots(tmp_path).on_fit_start(elsewhere, module)
 
 
 def test_the_test_stage_of_a_snapshot_run_is_analyze_s_ensemble_of_its_snapshots(tmp_path):

@@ -34,6 +34,15 @@ class Snapshots(pl.Callback):
         self.best = -math.inf
         self.kept: list[int] = []  # the epochs written for the current best, latest first
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        best = trainer.checkpoint_callback
+        if best is not None and (best.monitor, best.mode) != (self.monitor, "max"):
+            raise ValueError(
+                f"callbacks.snapshots.monitor={self.monitor!r} (highest best) must choose the epoch that the "
+                f"checkpoint callback does (monitor={best.monitor!r}, mode={best.mode!r}): the test averages "
+                "the snapshots with that epoch"
+            )
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0 and not self.recent:  # resumed: these weights are the last epoch's
             self.recent.append((trainer.current_epoch - 1, _net_weights(pl_module)))

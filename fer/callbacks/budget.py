@@ -85,12 +85,12 @@ class RunDeadline(pl.Callback):
     of the run, after Python has imported torch.
 
     The schedule's seconds count only the fit. What follows it (one more validation, then the test with
-    its TTA views, for each snapshot too) takes what the CPU's pace makes it: ~30 s with bf16 on this machine's 2 cores, 65-80 s in
-    fp32. After each validation it is estimated from that validation's own time, scaled by the faces and
-    views the test will score, plus `margin` seconds (loading the best checkpoint, writing the run's
-    files); if the deadline leaves the schedule less than it has, the schedule ends sooner. Its learning
-    rate then steps down a little: the same linear decay, over a shorter budget. On a machine fast enough
-    the schedule is left alone.
+    its TTA views, for each snapshot of callbacks.snapshots too) takes what the CPU's pace makes it: ~30 s
+    with bf16 on this machine's 2 cores, 65-80 s in fp32. After each validation it is estimated from that
+    validation's own time, scaled by the faces, views and snapshots the test will score, plus `margin`
+    seconds (loading the best checkpoint, writing the run's files); if the deadline leaves the schedule less
+    than it has, the schedule ends sooner. Its learning rate then steps down a little: the same linear decay,
+    over a shorter budget. On a machine fast enough the schedule is left alone.
     """
 
     def __init__(self, seconds: float, margin: float = 15.0) -> None:

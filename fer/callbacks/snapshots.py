@@ -24,7 +24,8 @@ class Snapshots(pl.Callback):
     `monitor` reaches a new best (strictly higher, as ModelCheckpoint's best.ckpt), writes the `epochs` epochs
     before it to `dirpath`/best-prevK.ckpt (K = 1 is the epoch before), each a checkpoint of the module
     that `FERModule.load_from_checkpoint` and `analyze.py ensemble=` load. A run resumed from last.ckpt
-    remembers only the epoch it resumes after: a best epoch soon after that has fewer snapshots, and says so."""
+    remembers only the epoch it resumes after: a best epoch soon after that has fewer snapshots, and says
+    so."""
 
     def __init__(self, dirpath: str | Path, epochs: int = 2, monitor: str = "val/acc") -> None:
         if epochs < 1:
@@ -80,8 +81,8 @@ class Snapshots(pl.Callback):
         kept = [best_epoch - back for back in range(1, self.epochs + 1) if best_epoch - back in remembered]
         if len(kept) < self.epochs:
             log.warning(
-                "snapshots: the best epoch so far, %d, has %d of its %d snapshot epochs (epochs before a resume, or "
-                "before the first, are not remembered)",
+                "snapshots: the best epoch so far, %d, has %d of its %d snapshot epochs (epochs before a "
+                "resume, or before the first, are not remembered)",
                 best_epoch,
                 len(kept),
                 self.epochs,

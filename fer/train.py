@@ -283,11 +283,11 @@ def _run(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> float | None:
 
     test: dict[str, float] = {}
     checkpoint = trainer.checkpoint_callback
-    snapshots = next((cb for cb in trainer.callbacks if isinstance(cb, Snapshots)), None)
     tested = None  # the snapshots the test averaged: they go with the best epoch only
     if datamodule.splits.get("test"):
         weights = "best" if checkpoint is not None and checkpoint.best_model_path else None
-        tested = snapshots if weights else None
+        if weights:
+            tested = next((cb for cb in trainer.callbacks if isinstance(cb, Snapshots)), None)
         if tested is not None:
             module.snapshots = [torch.load(p, weights_only=True)["state_dict"] for p in tested.checkpoints()]
         (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=weights, weights_only=True)

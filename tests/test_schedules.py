@@ -94,7 +94,7 @@ def _validate(
     snapshots: int = 0,
 ):
     """Run `callback`'s validation hooks at clock readings `start` and `end` on a stand-in trainer: 100 val
-    faces, 50 test faces, a module tested with ten-crop TTA, and with `snapshots` snapshots of callbacks.snapshots."""
+    faces, 50 test faces, a module tested with ten-crop TTA and `snapshots` snapshots (callbacks.snapshots)."""
     trainer = SimpleNamespace(
         callbacks=[callback, *([Snapshots("unused", epochs=snapshots)] if snapshots else [])],
         sanity_checking=False,

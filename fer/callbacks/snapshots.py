@@ -61,24 +61,23 @@ class Snapshots(pl.Callback):
         """Write best-prevK.ckpt for the epochs before `best_epoch` still in memory; remove the files of
         those that are not (an earlier best's snapshots must not pass for this one's)."""
         remembered = dict(self.recent)
-        for back in range(1, self.epochs + 1):
-            path, weights = self.path(back), remembered.get(best_epoch - back)
-            if not trainer.is_global_zero:
-                continue
-            if weights is None:
-                path.unlink(missing_ok=True)
-                continue
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            checkpoint = {
-                "state_dict": weights,
-                "hyper_parameters": dict(pl_module.hparams),
-                "run_config": getattr(pl_module, "run_config", None),
-                "epoch": best_epoch - back,
-                "pytorch-lightning_version": pl.__version__,
-            }
-            with atomic_path(path) as tmp:
-                torch.save(checkpoint, tmp)
         kept = [best_epoch - back for back in range(1, self.epochs + 1) if best_epoch - back in remembered]
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            for back in range(1, self.epochs + 1):
+                weights = remembered.get(best_epoch - back)
+                if weights is None:
+                    self.path(back).unlink(missing_ok=True)
+                    continue
+                checkpoint = {
+                    "state_dict": weights,
+                    "hyper_parameters": dict(pl_module.hparams),
+                    "run_config": getattr(pl_module, "run_config", None),
+                    "epoch": best_epoch - back,
+                    "pytorch-lightning_version": pl.__version__,
+                }
+                with atomic_path(self.path(back)) as tmp:
+                    torch.save(checkpoint, tmp)
         if len(kept) < self.epochs:
             log.warning(
                 "snapshots: the best epoch so far, %d, has %d of its %d snapshot epochs (epochs before a "

@@ -1,7 +1,8 @@
 """`python analyze.py ensemble=[RUN_OR_CKPT,...]`: average the class probabilities of several checkpoints.
 
 Members may differ in architecture and normalization (each checkpoint carries its own); each is
-evaluated with the command line's `tta=`, else with the TTA its run was tested with. A sweep folder gives
+evaluated with the command line's `tta=`, else with the TTA its run was tested with, and in the command
+line's `precision=`, else in its run's where the device computes that natively (fer.runtime). A sweep folder gives
 a member per job, leaving out (with a note) the jobs that failed. The faces are the first member's data
 (its test stage, or `split=`), or those of `predict=`. Writes ensemble.json (every number),
 scores.csv (a row per member and one for the ensemble), predictions.csv (and submission.csv for the
@@ -32,6 +33,7 @@ from fer.analysis.select import (
 from fer.files import write_csv, write_json
 from fer.module import check_tta_sizes
 from fer.predict import predict_proba, scores, write_prediction_files
+from fer.runtime import evaluation_precision
 from fer.schema import ConfigError
 from fer.summarize import error_line, job_dirs
 from fer.tta import chosen_tta, tta_label
@@ -152,6 +154,7 @@ def ensemble(cfg: DictConfig) -> Path:
     who = [member_name(i, ckpt) for i, ckpt in enumerate(ckpts)]
     models = [load_model(ckpt, cfg.device, name) for ckpt, name in zip(ckpts, who)]
     ttas = [chosen_tta(given_tta, model.run_config) for model in models]
+    precisions = [evaluation_precision(cfg.get("precision"), m.run_config, m.device) for m in models]
     for name, model, tta in zip(who, models, ttas):
         check_tta_sizes(model, tta, name)
     names = models[0].class_names
@@ -169,14 +172,14 @@ def ensemble(cfg: DictConfig) -> Path:
     members, member_probs = [], []
     predicted_path = str(cfg.predict) if predicting and predicts_a_path(str(cfg.predict)) else None
     faces_config = OmegaConf.to_container(data, resolve=True)
-    for i, (ckpt, model, name, tta) in enumerate(zip(ckpts, models, who, ttas)):
+    for i, (ckpt, model, name, tta, precision) in enumerate(zip(ckpts, models, who, ttas, precisions)):
         trained = (model.run_config or {}).get("data") or {}
         if predicted_path is None:
             note = _other_split_note(name, trained, faces_config)
         else:
             note = _predicted_path_note(name, trained, predicted_path, labelled)
         notes += [note] if note else []
-        probs = predict_proba(model, faces.images, cfg.analysis.batch_size, tta)
+        probs = predict_proba(model, faces.images, cfg.analysis.batch_size, tta, precision)
         member_probs.append(probs)
         members.append(
             {
@@ -185,16 +188,28 @@ def ensemble(cfg: DictConfig) -> Path:
                 "model": model.hparams.model["_target_"].rsplit(".", 1)[-1],
                 "normalization": model.normalizer.mode,
                 "tta": tta,
+                "precision": precision,
                 **(scores(probs, labels) if labelled else {}),
             }
         )
     probs = torch.stack(member_probs).mean(dim=0)
-    result = {"member": "ensemble", "checkpoint": "", "model": "", "normalization": "", "tta": ""}
+    result = {
+        "member": "ensemble",
+        **dict.fromkeys(("checkpoint", "model", "normalization", "tta", "precision"), ""),
+    }
     result |= scores(probs, labels) if labelled else {}
 
     prepare_output(out, stale)
     files = write_prediction_files(out, faces, probs, names)
-    columns = ["member", "checkpoint", "model", "normalization", "tta", *(SCORES if labelled else ())]
+    columns = [
+        "member",
+        "checkpoint",
+        "model",
+        "normalization",
+        "tta",
+        "precision",
+        *(SCORES if labelled else ()),
+    ]
     rows = [{**m, "tta": tta_label(m["tta"])} for m in members]
     write_csv(out / "scores.csv", [*rows, result], columns)
     report: dict[str, Any] = {

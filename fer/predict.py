@@ -14,18 +14,24 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from fer.data.faceset import FaceSet
 from fer.files import write_csv
 from fer.interpret.attribution import as_input, eval_mode, model_device
+from fer.runtime import autocast
 from fer.tta import tta_log_probs
 
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: np.ndarray | Tensor, batch_size: int = 256, tta: Mapping[str, Any] | None = None
+    model: nn.Module,
+    images: np.ndarray | Tensor,
+    batch_size: int = 256,
+    tta: Mapping[str, Any] | None = None,
+    precision: str = "32-true",
 ) -> Tensor:
-    """Softmax probabilities (N, classes) on the CPU for pixel-valued faces (N, 48, 48), averaged over
-    the test-time augmentation views of `tta` (a conf/tta/ node; None: one view)."""
+    """Float32 softmax probabilities (N, classes) on the CPU for pixel-valued faces (N, 48, 48), averaged over
+    the test-time augmentation views of `tta` (a conf/tta/ node; None: one view), the forward passes in
+    `precision` (fer.runtime.EVALUATION_PRECISIONS)."""
     images = torch.as_tensor(images)
     device = model_device(model)
-    with eval_mode(model):
+    with eval_mode(model), autocast(precision, device):
         parts = [
             tta_log_probs(model, as_input(images[lo : lo + batch_size], device), tta).exp().cpu()
             for lo in range(0, len(images), batch_size)

@@ -1,5 +1,5 @@
-"""Speed knobs of a run (`runtime:` in conf/train.yaml): memory format and torch.compile; and whether the
-hardware computes bf16 natively, which decides if bf16 pays.
+"""Speed knobs of a run (`runtime:` in conf/train.yaml): memory format and torch.compile; whether the
+hardware computes bf16 natively, which decides if bf16 pays; and the precision analyze.py evaluates in.
 
 They change how fast a module computes, not what it computes (beyond float rounding), so they are
 applied to a built module and kept out of its hyperparameters: a checkpoint loads the same with or
@@ -9,10 +9,13 @@ without them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -74,3 +77,34 @@ def warn_slow_bf16(trainer: pl.Trainer) -> None:
             "trains several times slower than fp32; set trainer.precision=32-true",
             trainer.precision,
         )
+
+
+# What analyze.py's precision= may be: fp32, or an autocast of the forward pass as Lightning's trainer.precision
+# of the same name does it.
+EVALUATION_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def evaluation_precision(
+    given: str | None, run_config: Mapping[str, Any] | None, device: torch.device
+) -> str:
+    """The precision to evaluate a checkpoint in on `device`: `given` (analyze.py's precision=), else its run's
+    trainer.precision where `device` computes it natively (bf16: `native_bfloat16`; fp16: a CUDA GPU), else
+    32-true. Following the run repeats its test stage's arithmetic; fp32 is for a device that would emulate it.
+    """
+    if given is not None:
+        if given == "bf16-mixed" and device.type == "cpu" and not native_bfloat16(device):
+            log.warning(
+                "precision=bf16-mixed on a CPU without AVX512-BF16 or AMX: bf16 is emulated there and "
+                "evaluates several times slower than fp32; pass precision=32-true"
+            )
+        return given
+    trained = str(((run_config or {}).get("trainer") or {}).get("precision"))
+    native = {"bf16-mixed": native_bfloat16(device), "16-mixed": device.type == "cuda"}
+    return trained if native.get(trained, False) else "32-true"
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """The forward pass's context for an `EVALUATION_PRECISIONS` value: Lightning's autocast for a mixed one."""
+    return (
+        nullcontext() if precision == "32-true" else MixedPrecision(precision, device.type).forward_context()
+    )

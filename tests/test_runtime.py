@@ -99,3 +99,32 @@ def test_the_recipes_train_in_bf16_only_where_the_device_computes_it(
     monkeypatch.setattr(runtime, "native_bfloat16", lambda device: device.type in native_on)
     cfg = train_config(f"experiment={experiment}", f"trainer.accelerator={accelerator}")
     assert cfg.trainer.precision == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "trained", "device", "native", "expected"),
+    [
+        (None, "bf16-mixed", "cpu", True, "bf16-mixed"),  # the run's, on a CPU that computes bf16
+        (None, "bf16-mixed", "cpu", False, "32-true"),  # an AVX2 laptop would emulate it: fp32
+        (None, "16-mixed", "cpu", True, "32-true"),  # trainer=gpu's fp16 on a CPU: fp32
+        (None, "16-mixed", "cuda", False, "16-mixed"),
+        (None, "32-true", "cpu", True, "32-true"),
+        (None, None, "cpu", True, "32-true"),  # a checkpoint without a run config
+        ("bf16-mixed", "32-true", "cpu", True, "bf16-mixed"),  # precision= wins
+        ("32-true", "bf16-mixed", "cpu", True, "32-true"),
+    ],
+)
+def test_analyze_evaluates_in_the_runs_precision_where_the_device_computes_it(
+    monkeypatch, given, trained, device, native, expected
+):
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: native)
+    run_config = {"trainer": {"precision": trained}} if trained else None
+    assert runtime.evaluation_precision(given, run_config, torch.device(device)) == expected
+
+
+@pytest.mark.parametrize(("native", "warned"), [(False, True), (True, False)])
+def test_bf16_evaluation_asked_for_on_a_cpu_without_it_warns(monkeypatch, caplog, native, warned):
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: native)
+    with caplog.at_level(logging.WARNING, logger="fer.runtime"):
+        assert runtime.evaluation_precision("bf16-mixed", None, torch.device("cpu")) == "bf16-mixed"
+    assert ("pass precision=32-true" in caplog.text) is warned

@@ -173,6 +173,64 @@ def test_flip_tta_is_the_mean_of_the_model_on_the_faces_and_their_mirrors():
     torch.testing.assert_close(predict_proba(model, images[:, 0], batch_size=2, tta={"flip": True}), expected)
 
 
+def test_predict_proba_autocasts_the_forward_passes_to_the_precision_asked():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(7)).eval()
+    images = torch.rand(5, 48, 48) * 255
+    fp32 = predict_proba(model, images, tta={"flip": True})
+    bf16 = predict_proba(model, images, tta={"flip": True}, precision="bf16-mixed")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = tta_log_probs(model, images.unsqueeze(1), {"flip": True}).exp()
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, expected)
+    # bf16 rounds the convolution and the Linear: close to fp32's probabilities, not equal to them.
+    torch.testing.assert_close(bf16, fp32, atol=0.05, rtol=0)
+    assert not torch.equal(bf16, fp32)
+
+
+def test_analyze_and_ensembles_evaluate_a_bf16_run_as_its_test_stage_did(runs, tmp_path, monkeypatch):
+    run = tmp_path / "bf16"
+    train(compose_config("train", [*TINY, "tta=flip", "trainer.precision=bf16-mixed"], run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
+    datamodule.setup()
+    faces = datamodule.faces["test"]
+    model = load_model(run / "checkpoints/best.ckpt", "cpu")
+    written = {}
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        # precision=null follows the run where the CPU computes bf16, else evaluates in fp32.
+        monkeypatch.setattr("fer.runtime.native_bfloat16", lambda device, native=native: native)
+        out = tmp_path / expected
+        analyze(compose_config("analyze", [f"run={run}", "predict=test", f"out={out}"], out))
+        assert json.loads((out / "analysis.json").read_text())["precision"] == expected
+        rows = read_csv(out / "predictions.csv")
+        written[expected] = torch.tensor(
+            [[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows]
+        )
+        computed = predict_proba(model, faces.images, tta={"flip": True}, precision=expected)
+        torch.testing.assert_close(written[expected], computed, atol=1e-6, rtol=0)
+    assert not torch.allclose(written["bf16-mixed"], written["32-true"], atol=1e-4)
+    # In the run's own precision analyze.py repeats the test stage's accuracy.
+    accuracy = (written["bf16-mixed"].argmax(1) == torch.from_numpy(faces.labels)).float().mean().item()
+    assert accuracy == pytest.approx(metrics["test"]["test/acc"])
+    # Each ensemble member in its own run's precision, or all in the one precision= names.
+    monkeypatch.setattr("fer.runtime.native_bfloat16", lambda device: True)
+    for told, expected in (([], ["bf16-mixed", "32-true"]), (["precision=32-true"], ["32-true", "32-true"])):
+        out = tmp_path / f"ens{len(told)}"
+        analyze(compose_config("analyze", [f"ensemble=[{run},{runs['cnn4']}]", f"out={out}", *told], out))
+        assert [
+            m["precision"] for m in json.loads((out / "ensemble.json").read_text())["members"]
+        ] == expected
+        assert [r["precision"] for r in read_csv(out / "scores.csv")] == [*expected, ""]
+    with pytest.raises(
+        ConfigError, match=r"precision: expected one of 32-true, bf16-mixed, 16-mixed or null"
+    ):
+        analyze(
+            compose_config("analyze", [f"run={run}", "precision=bf16", f"out={tmp_path / 'no'}"], tmp_path)
+        )
+    assert not (tmp_path / "no").exists()
+
+
 def test_test_stage_records_tta_and_its_gain(runs):
     metrics = json.loads((runs["cnn4"] / "metrics.json").read_text())
     assert metrics["tta"] == {
@@ -272,7 +330,7 @@ def test_ensemble_of_a_sweep_folder_predicts_a_course_folder(runs, tmp_path):
     assert [r["id"] for r in rows] == [str(70 + i) for i in range(6)]
     assert read_csv(out / "submission.csv") == [{"id": r["id"], "label": r["pred_label"]} for r in rows]
     scores = read_csv(out / "scores.csv")
-    assert list(scores[0]) == ["member", "checkpoint", "model", "normalization", "tta"]
+    assert list(scores[0]) == ["member", "checkpoint", "model", "normalization", "tta", "precision"]
     assert [r["tta"] for r in scores] == ["flip (2 views, shift 0)", "none (1 view, shift 0)", ""]
     # The same folder reused to score a labelled split: the other faces' submission does not stay behind.
     analyze(compose_config("analyze", [f"ensemble=[{sweep}]", "tta=crops", "tta.shift=4", f"out={out}"], out))

@@ -41,6 +41,7 @@ from fer.interpret.layers import conv_layers, layer_by_name
 from fer.module import check_tta_sizes
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
+from fer.runtime import EVALUATION_PRECISIONS, evaluation_precision
 from fer.schema import Choice, ConfigError, Number, check_values
 from fer.tta import chosen_tta
 
@@ -76,8 +77,9 @@ SETTINGS = {
     "confused_pairs": Number(0, integer=True),
     "batch_size": Number(1, integer=True),
 }
+PRECISION = Choice(EVALUATION_PRECISIONS, nullable=True)
 # The options of the other modes, which sweep= would ignore.
-NOT_FOR_SWEEP = ("ckpt", "run", "ensemble", "predict", "split", "out", "tta")
+NOT_FOR_SWEEP = ("ckpt", "run", "ensemble", "predict", "split", "out", "tta", "precision")
 
 
 def run(cfg: DictConfig) -> Any:
@@ -85,7 +87,7 @@ def run(cfg: DictConfig) -> Any:
     sweep folder)."""
     if cfg.get("sweep"):
         return _summarize(cfg)
-    check_settings(cfg.analysis)
+    check_settings(cfg.analysis, cfg.get("precision"))
     if cfg.get("ensemble") is not None:
         return ensemble(cfg)
     settings = cfg.analysis
@@ -97,6 +99,7 @@ def run(cfg: DictConfig) -> Any:
         model = load_model(ckpt, cfg.device)
         tta = chosen_tta(cfg.get("tta"), model.run_config)
         check_tta_sizes(model, tta, f"ckpt={ckpt}")
+        precision = evaluation_precision(cfg.get("precision"), model.run_config, model.device)
         data = data_config(model.run_config, cfg.data, f"ckpt={ckpt}")
         faces, selection = chosen_faces(data, cfg, f"ckpt={ckpt}")
     interpret = settings.interpret if settings.interpret is not None else not predicting
@@ -118,13 +121,14 @@ def run(cfg: DictConfig) -> Any:
         },
         "options": OmegaConf.to_container(settings, resolve=True),
         "tta": tta,
+        "precision": precision,
         "notes": notes,
         "files": {},
     }
     analysis = Analysis(model, faces, settings, out, cfg.seed, results, timer)
 
     with timer("evaluate"):
-        probs = predict_proba(model, faces.images, settings.batch_size, tta)
+        probs = predict_proba(model, faces.images, settings.batch_size, tta, precision)
         add_scores(analysis, probs)
     if interpret:
         # Explain the true class where known, else the prediction.
@@ -157,11 +161,12 @@ def run(cfg: DictConfig) -> Any:
     return out
 
 
-def check_settings(settings: DictConfig) -> None:
-    """Raise naming every `analysis.*` value that SETTINGS or the method list do not allow, before anything
-    is loaded or written."""
+def check_settings(settings: DictConfig, precision: str | None = None) -> None:
+    """Raise naming every `analysis.*` value that SETTINGS or the method list do not allow, and a `precision`
+    that PRECISION does not, before anything is loaded or written."""
     given = {key: OmegaConf.select(settings, key) for key in SETTINGS}
     converted, problems = check_values(SETTINGS, given, "analysis.")
+    problems += check_values({"precision": PRECISION}, {"precision": precision})[1]
     for key, value in converted.items():
         if value is not given[key]:  # a number given as a string (analysis.filters='8')
             OmegaConf.update(settings, key, value)

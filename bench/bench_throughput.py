@@ -17,7 +17,6 @@ timed from its first to its last training batch after `--warmup` batches.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import time
 from collections.abc import Iterator
@@ -32,13 +31,9 @@ from fer.config import compose_node, compose_option
 from fer.data.datamodule import FERDataModule
 from fer.models import MODEL_NAMES
 from fer.module import FERModule
-from fer.runtime import apply_runtime, native_bfloat16
+from fer.runtime import apply_runtime, autocast, native_bfloat16
 
 AUG = {"hflip": 0.5, "pad_crop": 2}
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def sync(device: torch.device) -> None:
@@ -88,7 +83,7 @@ def plain_loop(
             sync(device)
             start = time.perf_counter()
         images, labels = next(loader)
-        with autocast(device, bf16):
+        with autocast("bf16-mixed" if bf16 else "32-true", device):
             loss = nn.functional.cross_entropy(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,7 +135,7 @@ def inference(
     images = torch.rand(batch_size, 1, 48, 48, device=device) * 255
 
     def forward() -> None:
-        with torch.no_grad(), autocast(device, bf16):
+        with torch.no_grad(), autocast("bf16-mixed" if bf16 else "32-true", device):
             module(images)
         sync(device)
 

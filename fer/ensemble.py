@@ -2,9 +2,9 @@
 
 Members may differ in architecture and normalization (each checkpoint carries its own); each is
 evaluated with the command line's `tta=`, else with the TTA its run was tested with, and in the command
-line's `precision=`, else in its run's where the device computes that natively (fer.runtime). A sweep folder gives
-a member per job, leaving out (with a note) the jobs that failed. The faces are the first member's data
-(its test stage, or `split=`), or those of `predict=`. Writes ensemble.json (every number),
+line's `precision=`, else in its run's where the device computes that natively (fer.runtime). A sweep
+folder gives a member per job, leaving out (with a note) the jobs that failed. The faces are the first
+member's data (its test stage, or `split=`), or those of `predict=`. Writes ensemble.json (every number),
 scores.csv (a row per member and one for the ensemble), predictions.csv (and submission.csv for the
 course layout's unlabelled test rows).
 """
@@ -41,6 +41,8 @@ from fer.tta import chosen_tta, tta_label
 log = logging.getLogger(__name__)
 
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
+# scores.csv's columns before the scores: which member a row is, and how it was evaluated.
+MEMBER_COLUMNS = ("member", "checkpoint", "model", "normalization", "tta", "precision")
 # The data keys that decide which faces a run trained on (its source, and how its val split is carved).
 SPLIT_KEYS = ("path", "splits", "val_fraction", "split_seed")
 
@@ -193,25 +195,13 @@ def ensemble(cfg: DictConfig) -> Path:
             }
         )
     probs = torch.stack(member_probs).mean(dim=0)
-    result = {
-        "member": "ensemble",
-        **dict.fromkeys(("checkpoint", "model", "normalization", "tta", "precision"), ""),
-    }
+    result = dict.fromkeys(MEMBER_COLUMNS, "") | {"member": "ensemble"}
     result |= scores(probs, labels) if labelled else {}
 
     prepare_output(out, stale)
     files = write_prediction_files(out, faces, probs, names)
-    columns = [
-        "member",
-        "checkpoint",
-        "model",
-        "normalization",
-        "tta",
-        "precision",
-        *(SCORES if labelled else ()),
-    ]
     rows = [{**m, "tta": tta_label(m["tta"])} for m in members]
-    write_csv(out / "scores.csv", [*rows, result], columns)
+    write_csv(out / "scores.csv", [*rows, result], [*MEMBER_COLUMNS, *(SCORES if labelled else ())])
     report: dict[str, Any] = {
         "mode": "predict" if predicting else "analyze",
         "written": datetime.now().isoformat(timespec="seconds"),

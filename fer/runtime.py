@@ -94,8 +94,8 @@ def evaluation_precision(
     if given is not None:
         if given == "bf16-mixed" and device.type == "cpu" and not native_bfloat16(device):
             log.warning(
-                "precision=bf16-mixed on a CPU without AVX512-BF16 or AMX: bf16 is emulated there and "
-                "evaluates several times slower than fp32; pass precision=32-true"
+                "precision=bf16-mixed on a CPU without AVX512-BF16 or AMX: bf16 is emulated there, slower "
+                "than fp32; pass precision=32-true"
             )
         return given
     trained = str(((run_config or {}).get("trainer") or {}).get("precision"))

@@ -18,6 +18,7 @@ from fer.analysis.run import run as analyze
 from fer.analysis.select import load_model
 from fer.callbacks.snapshots import Snapshots
 from fer.data.datamodule import FERDataModule
+from fer.data.faceset import FaceSet
 from fer.data.transforms import resize
 from fer.predict import predict_proba
 from fer.rundir import RunDirError
@@ -32,6 +33,13 @@ TINY = [
     "trainer.max_epochs=2",
     "data.batch_size=32",
 ]
+
+
+def tiny_test_faces() -> FaceSet:
+    """The faces the test stage of a TINY run scores."""
+    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
+    datamodule.setup()
+    return datamodule.faces["test"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -192,9 +200,7 @@ def test_analyze_and_ensembles_evaluate_a_bf16_run_as_its_test_stage_did(runs, t
     run = tmp_path / "bf16"
     train(compose_config("train", [*TINY, "tta=flip", "trainer.precision=bf16-mixed"], run))
     metrics = json.loads((run / "metrics.json").read_text())
-    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
-    datamodule.setup()
-    faces = datamodule.faces["test"]
+    faces = tiny_test_faces()
     model = load_model(run / "checkpoints/best.ckpt", "cpu")
     written = {}
     for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
@@ -247,9 +253,7 @@ def test_test_stage_records_tta_and_its_gain(runs):
 
     # The test stage scored the mean over the two views: recompute it from the checkpoint.
     model = load_model(runs["cnn4"] / "checkpoints/best.ckpt", "cpu")
-    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
-    datamodule.setup()
-    faces = datamodule.faces["test"]
+    faces = tiny_test_faces()
     labels = torch.from_numpy(faces.labels)
     for tta, key in (({"flip": True}, "test/acc"), (None, "test/acc_no_tta")):
         preds = predict_proba(model, faces.images, tta=tta).argmax(1)
@@ -279,9 +283,7 @@ def test_ensemble_of_two_runs_averages_their_probabilities(runs, tmp_path):
     assert [m["model"] for m in report["members"]] == ["CNN4", "VGG"]
     assert [m["normalization"] for m in report["members"]] == ["standardize", "per_image"]
 
-    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
-    datamodule.setup()
-    faces = datamodule.faces["test"]
+    faces = tiny_test_faces()
     member_probs = [
         predict_proba(
             load_model(runs[name] / "checkpoints/best.ckpt", "cpu"), faces.images, tta={"flip": True}
@@ -310,9 +312,7 @@ def test_ensemble_of_a_sweep_folder_predicts_a_course_folder(runs, tmp_path):
         (sweep / str(job) / ".hydra").mkdir(parents=True)
         (sweep / str(job) / "checkpoints").mkdir()
         (sweep / str(job) / "checkpoints/best.ckpt").symlink_to(runs[name] / "checkpoints/best.ckpt")
-    datamodule = FERDataModule("synthetic://300?seed=0", cache_dir=False)
-    datamodule.setup()
-    faces = datamodule.faces["test"]
+    faces = tiny_test_faces()
     course = tmp_path / "course"
     course.mkdir()
     pixels = [" ".join(map(str, image.ravel())) for image in faces.images[:6]]

@@ -38,7 +38,9 @@ class MuonAdamW(torch.optim.Optimizer):
     0.2 * sqrt(max(rows, columns)), torch.optim.Muon's "match_rms_adamw" (Moonlight's), so that it has
     AdamW's size and both kinds of parameters share one learning rate, weight decay and schedule.
     `ns_dtype` is the orthogonalisation's dtype: "bfloat16", "float32", or "auto", bfloat16 where the device
-    computes it natively (`native_bfloat16`), else float32.
+    computes it natively (`native_bfloat16`), else float32. `filter_norm` rescales each filter tensor to norm
+    sqrt(out_channels), its init's, before each update (airbench's Muon): behind BatchNorm the net computes the
+    same function, and the schedule alone sets each step's size relative to the weights.
     """
 
     def __init__(
@@ -52,12 +54,15 @@ class MuonAdamW(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         ns_dtype: str = "auto",
+        filter_norm: bool = False,
     ) -> None:
         params = list(params)
         if any(isinstance(p, dict) for p in params):
             raise ValueError("MuonAdamW splits the parameters itself: pass tensors, not parameter groups")
         if ns_dtype not in ("auto", *NS_DTYPES):
             raise ValueError(f"optim.ns_dtype: expected auto, bfloat16 or float32, got {ns_dtype!r}")
+        if not isinstance(filter_norm, bool):
+            raise ValueError(f"optim.filter_norm: expected true or false, got {filter_norm!r}")
         groups = [
             {"params": [p for p in params if p.ndim == 4], "muon": True},
             {"params": [p for p in params if p.ndim != 4], "muon": False},
@@ -71,6 +76,7 @@ class MuonAdamW(torch.optim.Optimizer):
             nesterov=nesterov,
             ns_steps=ns_steps,
             ns_dtype=ns_dtype,
+            filter_norm=filter_norm,
         )
         super().__init__([g for g in groups if g["params"]], defaults)
 
@@ -78,6 +84,7 @@ class MuonAdamW(torch.optim.Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("ns_dtype", "auto")  # a checkpoint from before ns_dtype was an option
+            group.setdefault("filter_norm", False)  # likewise filter_norm
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -107,6 +114,8 @@ class MuonAdamW(torch.optim.Optimizer):
             update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
             matrix = update.reshape(len(p), -1).to(NS_DTYPES[name])
             ortho = orthogonalize(matrix, group["ns_steps"])
+            if group["filter_norm"]:
+                p.mul_(math.sqrt(len(p)) / p.norm())
             p.mul_(1 - lr * group["weight_decay"])  # decoupled, as AdamW's
             scale = 0.2 * math.sqrt(max(matrix.shape))
             p.add_(ortho.reshape(p.shape).to(p.dtype), alpha=-lr * scale)

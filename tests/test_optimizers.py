@@ -117,22 +117,51 @@ def test_ns_dtype_picks_the_orthogonalisation_precision_and_auto_follows_the_har
     torch.testing.assert_close(first_conv_step("auto"), expected["bfloat16" if native else "float32"])
 
 
-def test_a_checkpoint_from_before_ns_dtype_resumes_with_auto():
+def test_a_checkpoint_from_before_ns_dtype_and_filter_norm_resumes_with_their_defaults():
     net = small_net()
     optimizer = MuonAdamW(net.parameters(), lr=0.01)
     train_steps(net, optimizer, 1)
     state = optimizer.state_dict()
     for group in state["param_groups"]:
-        del group["ns_dtype"]
-    resumed = MuonAdamW(net.parameters(), lr=0.01, ns_dtype="float32")
+        del group["ns_dtype"], group["filter_norm"]
+    resumed = MuonAdamW(net.parameters(), lr=0.01, ns_dtype="float32", filter_norm=True)
     resumed.load_state_dict(state)
-    assert [g["ns_dtype"] for g in resumed.param_groups] == ["auto", "auto"]
+    assert [(g["ns_dtype"], g["filter_norm"]) for g in resumed.param_groups] == [("auto", False)] * 2
     train_steps(net, resumed, 1)
 
 
-def test_an_unknown_ns_dtype_is_refused_by_its_config_key():
+def test_filter_norm_rescales_each_conv_to_its_init_norm_leaving_a_batchnormed_conv_s_output_unchanged():
+    net = small_net()
+    conv = net[0].weight  # followed by BatchNorm
+    with torch.no_grad():
+        conv.mul_(3.0)  # filters grown to three times their init's norm
+    x = torch.randn(16, 1, 10, 10, generator=torch.Generator().manual_seed(2))
+    before = net[:2](x)  # train mode: BatchNorm normalizes by the batch's statistics
+    train_steps(net, MuonAdamW(net.parameters(), lr=0.0, filter_norm=True), 1)
+    assert conv.norm().item() == pytest.approx(8**0.5)
+    assert net[3].weight.norm().item() == pytest.approx(16**0.5)
+    torch.testing.assert_close(net[:2](x), before, atol=1e-4, rtol=1e-4)
+
+
+def test_filter_norm_keeps_the_filters_from_growing_under_muon_updates():
+    norms = {}
+    for filter_norm in (False, True):
+        net = small_net()
+        start = net[3].weight.norm().item()  # torch's default init: 2.35 here
+        train_steps(net, MuonAdamW(net.parameters(), lr=0.05, weight_decay=0.0, filter_norm=filter_norm), 30)
+        norms[filter_norm] = start, net[3].weight.norm().item()
+    # Without it the orthogonal updates pile up, to 2.8x the start here; with it the filters are held at sqrt(16),
+    # off by one update at most.
+    start, end = norms[False]
+    assert end > 2.5 * start, norms
+    assert 16**0.5 < norms[True][1] < 1.1 * 16**0.5, norms
+
+
+def test_an_unknown_ns_dtype_or_filter_norm_is_refused_by_its_config_key():
     with pytest.raises(ValueError, match="optim.ns_dtype: expected auto, bfloat16 or float32, got 'fp16'"):
         MuonAdamW([nn.Parameter(torch.zeros(2))], ns_dtype="fp16")
+    with pytest.raises(ValueError, match="optim.filter_norm: expected true or false, got 'yes'"):
+        MuonAdamW([nn.Parameter(torch.zeros(2))], filter_norm="yes")
 
 
 def test_parameter_groups_are_refused_with_the_reason():

@@ -33,7 +33,7 @@ from fer.analysis.select import (
 from fer.files import write_csv, write_json
 from fer.module import check_tta_sizes
 from fer.predict import predict_proba, scores, write_prediction_files
-from fer.runtime import evaluation_precision
+from fer.runtime import evaluation_precision, warn_if_emulated
 from fer.schema import ConfigError
 from fer.summarize import error_line, job_dirs
 from fer.tta import chosen_tta, tta_label
@@ -156,6 +156,7 @@ def ensemble(cfg: DictConfig) -> Path:
     who = [member_name(i, ckpt) for i, ckpt in enumerate(ckpts)]
     models = [load_model(ckpt, cfg.device, name) for ckpt, name in zip(ckpts, who)]
     ttas = [chosen_tta(given_tta, model.run_config) for model in models]
+    warn_if_emulated(cfg.get("precision"), models[0].device)  # the members share cfg.device
     precisions = [evaluation_precision(cfg.get("precision"), m.run_config, m.device) for m in models]
     for name, model, tta in zip(who, models, ttas):
         check_tta_sizes(model, tta, name)

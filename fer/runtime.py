@@ -92,15 +92,19 @@ def evaluation_precision(
     32-true. Following the run repeats its test stage's arithmetic; fp32 is for a device that would emulate it.
     """
     if given is not None:
-        if given == "bf16-mixed" and device.type == "cpu" and not native_bfloat16(device):
-            log.warning(
-                "precision=bf16-mixed on a CPU without AVX512-BF16 or AMX: bf16 is emulated there, slower "
-                "than fp32; pass precision=32-true"
-            )
         return given
     trained = str(((run_config or {}).get("trainer") or {}).get("precision"))
     native = {"bf16-mixed": native_bfloat16(device), "16-mixed": device.type == "cuda"}
     return trained if native.get(trained, False) else "32-true"
+
+
+def warn_if_emulated(given: str | None, device: torch.device) -> None:
+    """Warn where analyze.py's precision= asks for bf16 on a CPU that would emulate it; called once a command."""
+    if given == "bf16-mixed" and device.type == "cpu" and not native_bfloat16(device):
+        log.warning(
+            "precision=bf16-mixed on a CPU without AVX512-BF16 or AMX: bf16 is emulated there, slower "
+            "than fp32; pass precision=32-true"
+        )
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:

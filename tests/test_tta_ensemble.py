@@ -196,7 +196,7 @@ def test_predict_proba_autocasts_the_forward_passes_to_the_precision_asked():
     assert not torch.equal(bf16, fp32)
 
 
-def test_analyze_and_ensembles_evaluate_a_bf16_run_as_its_test_stage_did(runs, tmp_path, monkeypatch):
+def test_analyze_and_ensembles_evaluate_a_bf16_run_as_its_test_stage_did(runs, tmp_path, monkeypatch, caplog):
     run = tmp_path / "bf16"
     train(compose_config("train", [*TINY, "tta=flip", "trainer.precision=bf16-mixed"], run))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -228,6 +228,16 @@ def test_analyze_and_ensembles_evaluate_a_bf16_run_as_its_test_stage_did(runs, t
             m["precision"] for m in json.loads((out / "ensemble.json").read_text())["members"]
         ] == expected
         assert [r["precision"] for r in read_csv(out / "scores.csv")] == [*expected, ""]
+    # bf16 asked for on a CPU that would emulate it: one warning for the whole ensemble, not one per member.
+    monkeypatch.setattr("fer.runtime.native_bfloat16", lambda device: False)
+    out = tmp_path / "ens_emulated"
+    with caplog.at_level(logging.WARNING, logger="fer.runtime"):
+        analyze(
+            compose_config(
+                "analyze", [f"ensemble=[{run},{runs['cnn4']}]", f"out={out}", "precision=bf16-mixed"], out
+            )
+        )
+    assert caplog.text.count("bf16 is emulated there") == 1
     with pytest.raises(
         ConfigError, match=r"precision: expected one of 32-true, bf16-mixed, 16-mixed or null"
     ):

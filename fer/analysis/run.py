@@ -41,7 +41,7 @@ from fer.interpret.layers import conv_layers, layer_by_name
 from fer.module import check_tta_sizes
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
-from fer.runtime import EVALUATION_PRECISIONS, evaluation_precision
+from fer.runtime import EVALUATION_PRECISIONS, evaluation_precision, warn_if_emulated
 from fer.schema import Choice, ConfigError, Number, check_values
 from fer.tta import chosen_tta
 
@@ -99,6 +99,7 @@ def run(cfg: DictConfig) -> Any:
         model = load_model(ckpt, cfg.device)
         tta = chosen_tta(cfg.get("tta"), model.run_config)
         check_tta_sizes(model, tta, f"ckpt={ckpt}")
+        warn_if_emulated(cfg.get("precision"), model.device)
         precision = evaluation_precision(cfg.get("precision"), model.run_config, model.device)
         data = data_config(model.run_config, cfg.data, f"ckpt={ckpt}")
         faces, selection = chosen_faces(data, cfg, f"ckpt={ckpt}")

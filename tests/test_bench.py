@@ -1,9 +1,11 @@
 """The benchmark scripts that write results run end to end (their timings are not asserted)."""
 
 import csv
+import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, quick_run
 
 
@@ -23,3 +25,26 @@ def test_time_to_accuracy_clocks_every_validation_of_a_fresh_run(tmp_path):
     assert [float(r["val_acc"]) for r in rows] == [float(h["val/acc"]) for h in history]
     assert 0 < float(rows[0]["time_s"]) < float(rows[1]["time_s"])
     assert (out / "time_to_accuracy.png").stat().st_size > 0 and (out / "metrics.json").is_file()
+
+
+def test_step_profile_splits_a_step_into_phases_and_operator_kinds_that_add_up():
+    cmd = [sys.executable, "bench/bench_step_profile.py", "--net", "cnn4", "--optim", "adamw"]
+    cmd += ["--batch-size", "16", "--steps", "2", "--warmup", "1", "--precision", "32-true"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"cnn4: batch 16 on cpu \(\d+ threads\), 32-true, channels_last, optim=adamw", lines[0]
+    )
+    step = re.match(
+        r"one step (\d+) ms \(\d+ img/s\): forward (\d+) ms .*, backward (\d+) ms .*, optimizer (\d+) ms",
+        lines[1],
+    )
+    assert step, lines[1]
+    total, *phases = (int(v) for v in step.groups())
+    assert abs(sum(phases) - total) <= 2  # each rounded to the millisecond
+    shares = {line.split()[0]: float(line.split()[1].rstrip("%")) for line in lines[3:]}
+    # cnn4: convs with BatchNorm, LeakyReLU, max-pools and a linear head, every kind present.
+    assert set(shares) == {"convolution", "BatchNorm", "activation", "pooling", "linear", "other"}, shares
+    assert sum(shares.values()) == pytest.approx(100, abs=0.5)
+    assert shares["convolution"] == max(shares.values())

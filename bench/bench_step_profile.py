@@ -14,11 +14,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
-from bench_throughput import AUG, batches, built, sync
+from bench_throughput import batches, built, chosen_device, sync, synthetic_datamodule
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from fer.data.datamodule import FERDataModule
 from fer.runtime import EVALUATION_PRECISIONS, autocast, native_bfloat16
 
 # An operator's kind: the first whose words its name holds ("aten::native_batch_norm_backward": BatchNorm).
@@ -111,19 +110,11 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last")
     parser.add_argument("--top", type=int, default=0, help="also print torch.profiler's table of the top N")
     args = parser.parse_args()
-    device = torch.device(
-        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    )
+    device = chosen_device(args.device)
     precision = args.precision
     if precision == "auto":
         precision = "bf16-mixed" if native_bfloat16(device) else "32-true"
-    datamodule = FERDataModule(
-        f"synthetic://{(args.warmup + 2 * args.steps + 1) * args.batch_size * 5 // 4}?seed=0",
-        batch_size=args.batch_size,
-        cache_dir=False,
-        aug=AUG,
-    )
-    datamodule.setup("fit")
+    datamodule = synthetic_datamodule(args.batch_size, args.warmup + 2 * args.steps)
     module = built(args.net, not args.contiguous, args.optim).to(device)
     optimizer = module.configure_optimizers()["optimizer"]
     loader = batches(datamodule, device)

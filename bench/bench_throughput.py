@@ -59,6 +59,26 @@ class Plan:
     warmup: int
 
 
+def synthetic_datamodule(batch_size: int, batches: int) -> FERDataModule:
+    """Synthetic faces set up for training: `batches` batches of `batch_size` after the validation split,
+    augmented as AUG."""
+    datamodule = FERDataModule(
+        f"synthetic://{(batches + 1) * batch_size * 5 // 4}?seed=0",
+        batch_size=batch_size,
+        cache_dir=False,
+        aug=AUG,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def chosen_device(name: str) -> torch.device:
+    """`--device`: auto (a CUDA GPU where there is one, else the CPU), cpu or cuda."""
+    return torch.device(
+        "cuda" if name == "auto" and torch.cuda.is_available() else name.replace("auto", "cpu")
+    )
+
+
 def built(name: str, channels_last: bool, optim: str) -> FERModule:
     """Net `name` (a conf/model option, or `experiment=NAME` for that recipe's model) with conf/optim/`optim`."""
     torch.manual_seed(0)
@@ -175,18 +195,10 @@ def main() -> None:
         "where the device computes it natively, else in fp32",
     )
     args = parser.parse_args()
-    device = torch.device(
-        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    )
+    device = chosen_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    datamodule = FERDataModule(
-        f"synthetic://{(args.warmup + args.batches + 1) * args.batch_size * 5 // 4}?seed=0",
-        batch_size=args.batch_size,
-        cache_dir=False,
-        aug=AUG,
-    )
-    datamodule.setup("fit")
+    datamodule = synthetic_datamodule(args.batch_size, args.warmup + args.batches)
     plan = Plan(datamodule, device, args.batches, args.warmup)
     n = args.batches
     native = native_bfloat16(device)

@@ -25,7 +25,8 @@ from fer.runtime import EVALUATION_PRECISIONS, autocast, native_bfloat16
 KINDS = {
     "convolution": ("convolution",),
     "BatchNorm": ("batch_norm",),
-    "activation": ("gelu", "relu", "silu", "elu", "tanh", "sigmoid"),
+    # threshold_backward is ReLU's backward
+    "activation": ("gelu", "relu", "silu", "elu", "tanh", "sigmoid", "threshold"),
     "pooling": ("pool",),
     "linear": ("addmm", "aten::mm", "linear"),
 }

@@ -18,7 +18,7 @@ from bench_throughput import batches, built, chosen_device, sync, synthetic_data
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from fer.runtime import EVALUATION_PRECISIONS, autocast, native_bfloat16
+from fer.runtime import EVALUATION_PRECISIONS, autocast, bf16_if_native
 
 # An operator's kind: the first whose words its name holds ("aten::native_batch_norm_backward": BatchNorm).
 # Everything else, elementwise adds of gradients and biases, the loss, copies, the autograd engine, is "other".
@@ -114,7 +114,7 @@ def main() -> None:
     device = chosen_device(args.device)
     precision = args.precision
     if precision == "auto":
-        precision = "bf16-mixed" if native_bfloat16(device) else "32-true"
+        precision = bf16_if_native("bf16-mixed", "32-true", device.type)
     datamodule = synthetic_datamodule(args.batch_size, args.warmup + 2 * args.steps)
     module = built(args.net, not args.contiguous, args.optim).to(device)
     optimizer = module.configure_optimizers()["optimizer"]

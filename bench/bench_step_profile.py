@@ -37,6 +37,11 @@ def operator_kind(name: str) -> str:
     return next((kind for kind, words in KINDS.items() if any(w in name for w in words)), "other")
 
 
+def self_time_column(device: torch.device) -> str:
+    """The profiler's self-time column for `device`: its kernels' time on a GPU, else the CPU's."""
+    return "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+
+
 def phase_seconds(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -87,9 +92,7 @@ def kind_shares(
         sync(device)
     times: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
-        times[operator_kind(event.key)] += (
-            event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
-        )
+        times[operator_kind(event.key)] += getattr(event, self_time_column(device))
     total = sum(times.values())
     return {kind: t / total for kind, t in sorted(times.items(), key=lambda item: -item[1])}, prof
 
@@ -135,8 +138,7 @@ def main() -> None:
     for kind, share in shares.items():
         print(f"  {kind:<12} {share:>6.1%}")
     if args.top:
-        column = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=column, row_limit=args.top))
+        print(prof.key_averages().table(sort_by=self_time_column(device), row_limit=args.top))
 
 
 if __name__ == "__main__":

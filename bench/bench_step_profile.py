@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import torch
 from bench_throughput import batches, built, chosen_device, sync, synthetic_datamodule
-from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from fer.module import FERModule
 from fer.runtime import EVALUATION_PRECISIONS, autocast, bf16_if_native
 
 # An operator's kind: the first whose words its name holds ("aten::native_batch_norm_backward": BatchNorm).
@@ -43,7 +43,7 @@ def self_time_column(device: torch.device) -> str:
 
 
 def phase_seconds(
-    module: nn.Module,
+    module: FERModule,
     optimizer: torch.optim.Optimizer,
     loader: Iterator[list[torch.Tensor]],
     precision: str,
@@ -56,7 +56,7 @@ def phase_seconds(
         images, labels = next(loader)
         marks = [time.perf_counter()]
         with autocast(precision, device):
-            loss = nn.functional.cross_entropy(module(images), labels)
+            loss = module.loss(module(images), labels)
         sync(device)
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)
@@ -72,7 +72,7 @@ def phase_seconds(
 
 
 def kind_shares(
-    module: nn.Module,
+    module: FERModule,
     loader: Iterator[list[torch.Tensor]],
     precision: str,
     device: torch.device,
@@ -86,7 +86,7 @@ def kind_shares(
     with profile(activities=activities) as prof:
         for images, labels in data:
             with autocast(precision, device):
-                loss = nn.functional.cross_entropy(module(images), labels)
+                loss = module.loss(module(images), labels)
             module.zero_grad(set_to_none=True)
             loss.backward()
         sync(device)

@@ -132,10 +132,20 @@ class FERModule(pl.LightningModule):
             images = center_crop(images, [self.input_size, self.input_size])
         return self.net(self.normalizer(images))
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The criterion on `logits`; on a JointEnsemble's training logits, (members, B, classes), the mean of
+        each member's own loss. The mean, not the sum, so the logged loss reads as one net's: Muon's steps do not
+        depend on the gradient's scale, AdamW's hardly."""
+        if logits.ndim == 3:
+            return torch.stack([self.criterion(member, labels) for member in logits]).mean()
+        return self.criterion(logits, labels)
+
     def _step(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss = self.loss(logits, labels)
+        if logits.ndim == 3:  # the members' mean prediction, as in eval mode
+            logits = mean_log_probs(logits.float().log_softmax(dim=-1))
         # MixUp/CutMix batches carry (B, classes) soft labels: accuracy counts the dominant class.
         hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
         return loss, logits.argmax(dim=1), hard

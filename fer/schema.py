@@ -202,6 +202,7 @@ RULES: dict[str, Any] = {
     "aug.mixup": Number(0),  # a Beta alpha; 0: off
     "aug.cutmix": Number(0),
     "model.dropout": Number(0, 1, open_high=True),
+    "model.members": Number(1, integer=True),  # 1: one net; K: a JointEnsemble of K
     "optim.lr": Number(0, open_low=True),
     "optim.weight_decay": Number(0),
     "optim.momentum": Number(0, 1, open_high=True),

@@ -10,7 +10,6 @@ at 44 and 52 pixels: 14 views, for a model with a global pool.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 
 from fer.data.labels import IMAGE_SIZE
 from fer.data.transforms import pad, resize
+from fer.models.joint_ensemble import mean_log_probs
 from fer.schema import TTA_RULES, ConfigError, check_values
 
 
@@ -66,11 +66,6 @@ def view_log_probs(
         images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales") or (), tta["padding"]
     )
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
-
-
-def mean_log_probs(log_probs: Tensor) -> Tensor:
-    """Log of the mean probability over the first dimension (views or ensemble members), computed stably."""
-    return torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
 
 
 def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:

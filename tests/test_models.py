@@ -11,6 +11,7 @@ from torch import nn
 
 from fer.config import CONF_DIR, compose_node, compose_option
 from fer.models import MODEL_NAMES, build_model, count_parameters
+from fer.models.joint_ensemble import JointEnsemble
 from fer.models.normalization import Normalization
 from fer.models.resnet import ResNet18, imagenet_weights_path
 from fer.models.vgg import VGG
@@ -306,6 +307,24 @@ def test_vgg_with_frozen_batch_norm_scales_learns_only_their_shifts() -> None:
     assert all(
         n.weight.requires_grad for n in VGG(layers=[8], head=[]).modules() if isinstance(n, nn.BatchNorm2d)
     )
+
+
+def test_members_build_a_joint_ensemble_of_nets_initialized_apart() -> None:
+    one = {"_target_": "fer.models.vgg.VGG", "layers": [8, "M", 16], "head": [16], "dropout": 0.0}
+    model = build_model(one | {"members": 3})
+    assert isinstance(model, JointEnsemble) and len(model.members) == 3
+    assert count_parameters(model) == 3 * count_parameters(build_model(one))
+    first, second = (member.features[0].weight for member in model.members[:2])
+    assert not torch.equal(first, second)
+    x = faces(4)
+    # Training: every member's logits, for a loss each.
+    logits = model.train()(x)
+    assert logits.shape == (3, 4, 7)
+    assert torch.equal(logits[1], model.members[1](x))
+    # Evaluation: the log of the members' mean probabilities, read as logits everywhere else.
+    mean = torch.stack([member(x).softmax(dim=1) for member in model.eval().members]).mean(dim=0)
+    torch.testing.assert_close(model(x).exp(), mean)
+    assert type(build_model(one | {"members": 1})) is VGG
 
 
 def test_vgg_pool_grid_keeps_where_a_feature_fired() -> None:

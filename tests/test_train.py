@@ -17,6 +17,7 @@ from fer.data import read_dataset
 from fer.module import FERModule
 from fer.schema import ConfigError
 from fer.train import run
+from fer.tta import mean_log_probs
 from tests.conftest import FAST, ROOT
 
 
@@ -119,6 +120,24 @@ def test_progressive_resizing_trains_a_pooled_net_and_refuses_a_flatten_head(tra
         ConfigError, match="aug.progressive_start=24: the model fer.models.cnn4.CNN4 cannot take"
     ):
         run(train_config(*FAST, *overrides, "model=cnn4", run_dir=tmp_path / "flat"))
+
+
+def test_a_joint_ensemble_trains_each_member_on_its_own_loss_and_reloads(train_config, tmp_path):
+    run_dir = tmp_path / "joint"
+    overrides = ["debug=fast", "model=vgg8", "model.layers=[8,M,16,M]", "model.head=[16]", "+model.members=2"]
+    run(train_config(*FAST, *overrides, run_dir=run_dir))
+    (row,) = history(run_dir)
+    assert 0 <= float(row["val/acc"]) <= 1 and 0 < float(row["train/loss"]) < 10
+    model = FERModule.load_from_checkpoint(run_dir / "checkpoints/last.ckpt", map_location="cpu")
+    first, second = model.net.members
+    assert not torch.equal(first.features[0].weight, second.features[0].weight)
+    # The training loss is the mean of the members' own losses, not the loss of their mean prediction.
+    images, labels = torch.rand(6, 1, 48, 48) * 255, torch.arange(6) % 7
+    logits = model.train()(images)
+    own = [model.criterion(member_logits, labels) for member_logits in logits]
+    torch.testing.assert_close(model.loss(logits, labels), (own[0] + own[1]) / 2)
+    mixture = mean_log_probs(logits.log_softmax(dim=-1))
+    assert not torch.isclose(model.loss(logits, labels), model.criterion(mixture, labels))
 
 
 def test_seed_zero_is_deterministic(train_config, tmp_path):

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 import hydra
 from torch import nn
 
+from fer.models.joint_ensemble import JointEnsemble
+
 # Config names under conf/model/.
 MODEL_NAMES: tuple[str, ...] = (
     "cnn4",
@@ -20,13 +22,16 @@ MODEL_NAMES: tuple[str, ...] = (
 
 
 def build_model(cfg: Mapping) -> nn.Module:
-    """The model a `_target_` config node (DictConfig or plain dict) describes."""
-    model = hydra.utils.instantiate(cfg, _convert_="all")
-    if not isinstance(model, nn.Module):
+    """The model a `_target_` config node (DictConfig or plain dict) describes; with `members: K` above 1, K
+    of them, each initialized on its own, as one JointEnsemble."""
+    node = dict(cfg)
+    members = node.pop("members", 1)  # checked at startup (fer/schema.py)
+    nets = [hydra.utils.instantiate(node, _convert_="all") for _ in range(members)]
+    if not isinstance(nets[0], nn.Module):
         raise TypeError(
-            f"model config {cfg.get('_target_')!r} built a {type(model).__name__}, not an nn.Module"
+            f"model config {cfg.get('_target_')!r} built a {type(nets[0]).__name__}, not an nn.Module"
         )
-    return model
+    return nets[0] if members == 1 else JointEnsemble(nets)
 
 
 def count_parameters(model: nn.Module) -> int:

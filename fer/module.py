@@ -18,6 +18,7 @@ from torchvision.transforms.v2.functional import center_crop
 
 from fer.data.labels import CLASS_NAMES
 from fer.models import build_model
+from fer.models.joint_ensemble import members_log_probs
 from fer.models.normalization import Normalization
 from fer.schedules import budget_schedule, sized_by_trainer
 from fer.schema import ConfigError
@@ -145,7 +146,7 @@ class FERModule(pl.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         if logits.ndim == 3:  # the members' mean prediction, as in eval mode
-            logits = mean_log_probs(logits.float().log_softmax(dim=-1))
+            logits = members_log_probs(logits)
         # MixUp/CutMix batches carry (B, classes) soft labels: accuracy counts the dominant class.
         hard = labels.argmax(dim=1) if labels.ndim == 2 else labels
         return loss, logits.argmax(dim=1), hard

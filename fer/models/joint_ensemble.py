@@ -15,6 +15,11 @@ def mean_log_probs(log_probs: Tensor) -> Tensor:
     return torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
 
 
+def members_log_probs(logits: Tensor) -> Tensor:
+    """The members' logits, (members, B, classes), as the log of their mean class probabilities, (B, classes)."""
+    return mean_log_probs(logits.float().log_softmax(dim=-1))
+
+
 class JointEnsemble(nn.Module):
     """Members of one architecture, each initialized on its own and trained on the same batches with its own
     loss: a deep ensemble in one run, so one data pipeline, one validation and one test serve them all.
@@ -34,4 +39,4 @@ class JointEnsemble(nn.Module):
         logits = torch.stack([member(x) for member in self.members])
         if self.training:
             return logits
-        return mean_log_probs(logits.float().log_softmax(dim=-1))
+        return members_log_probs(logits)

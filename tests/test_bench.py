@@ -1,12 +1,15 @@
 """The benchmark scripts that write results run end to end (their timings are not asserted)."""
 
 import csv
+import json
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, quick_run
+from conftest import ROOT, compose_config, quick_run
+
+from fer.analysis.run import run as analyze
 
 
 def test_time_to_accuracy_clocks_every_validation_of_a_fresh_run(tmp_path):
@@ -47,3 +50,25 @@ def test_step_profile_splits_a_step_into_phases_and_operator_kinds_that_add_up()
     # cnn4: convs with BatchNorm, LeakyReLU, max-pools and a linear head, every kind present.
     assert set(shares) == {"convolution", "BatchNorm", "activation", "pooling", "linear", "other"}, shares
     assert sum(shares.values()) == pytest.approx(100, abs=0.5)
+
+
+def test_tta_views_scores_each_set_as_analyze_scores_the_same_views(trained_run, tmp_path):
+    run_dir = trained_run[0]
+    cmd = [sys.executable, "bench/tta_views.py", str(run_dir), "--split", "test"]
+    cmd += ["--out", str(tmp_path / "views")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "views/tta_views.csv").open() as f:
+        rows = {r["set"]: r for r in csv.DictReader(f)}
+    assert {name: int(r["views"]) for name, r in rows.items() if name in ("crops", "grid2", "grid5x5")} == {
+        "crops": 10,
+        "grid2": 18,
+        "grid5x5": 50,
+    }
+    # The same views through analyze.py's TTA (tta=crops, and its corners shifted 3) give the same accuracy.
+    for name, shift in (("crops", 2), ("corners3", 3)):
+        out = tmp_path / name
+        overrides = [f"run={run_dir}", "tta=crops", f"tta.shift={shift}", "analysis.interpret=false"]
+        analyze(compose_config("analyze", [*overrides, f"out={out}"], out))
+        expected = json.loads((out / "analysis.json").read_text())["metrics"]["accuracy"]
+        assert float(rows[name]["accuracy"]) == pytest.approx(expected, abs=1e-6), name

@@ -1,0 +1,126 @@
+"""Which test-time views pay: each checkpoint's accuracy on a stage of its data under named sets of shifted
+views, and each set's mean gain over `tta=crops` with the checkpoints it beats it on.
+
+    python bench/tta_views.py RUN_OR_CKPT [RUN_OR_CKPT ...] [--split val] [--out DIR]
+
+A view is the face shifted (dx, dy) pixels, the uncovered pixels filled as the run's aug.padding (as fer.tta
+and the pad-and-crop augmentation fill them), and its mirror image; a set's views' probabilities are averaged,
+as fer.tta averages them. Every view is scored once per face and the sets are combined from those scores, so
+a set of sets costs the forward passes of their union: 29 positions x 2 mirrors = 58 per face. Select on
+val, the default, never on the test split. Writes DIR/tta_views.csv (one row per checkpoint and set) when
+`--out` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, load_model
+from fer.data.labels import IMAGE_SIZE
+from fer.data.transforms import pad
+from fer.files import write_csv
+from fer.interpret.attribution import as_input
+from fer.interpret.layers import eval_mode
+from fer.runtime import autocast, evaluation_precision
+
+Position = tuple[int, int]
+
+
+def corners(s: int) -> list[Position]:
+    return [(dx, dy) for dy in (-s, s) for dx in (-s, s)]
+
+
+def sides(s: int) -> list[Position]:
+    return [(s, 0), (-s, 0), (0, s), (0, -s)]
+
+
+CENTRE: list[Position] = [(0, 0)]
+# Each set's positions; every set is also mirrored. "crops" is conf/tta/crops.yaml's (shift 2).
+VIEW_SETS: dict[str, list[Position]] = {
+    "crops": CENTRE + corners(2),
+    "corners3": CENTRE + corners(3),
+    "corners4": CENTRE + corners(4),
+    "sides2": CENTRE + sides(2),
+    "grid2": CENTRE + corners(2) + sides(2),
+    "corners2+4": CENTRE + corners(2) + corners(4),
+    "grid4": CENTRE + corners(4) + sides(4),
+    "grid5x5": [(dx, dy) for dy in (-4, -2, 0, 2, 4) for dx in (-4, -2, 0, 2, 4)],
+}
+BASELINE = "crops"
+
+
+def view_log_probs(model: torch.nn.Module, images: Tensor, positions: list[Position], padding: str) -> Tensor:
+    """Log-softmax of `model` on each position's shifted view of a (B,1,H,W) batch and then on its mirror
+    image: (2 * positions, B, classes)."""
+    margin = max(max(abs(dx), abs(dy)) for dx, dy in positions)
+    padded = pad(images, margin, padding)
+    at = [(margin + dy, margin + dx) for dx, dy in positions]
+    views = [padded[..., y : y + IMAGE_SIZE, x : x + IMAGE_SIZE] for y, x in at]
+    views += [v.flip(-1) for v in views]
+    return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
+
+
+def set_accuracies(log_probs: Tensor, labels: Tensor, positions: list[Position]) -> dict[str, float]:
+    """Accuracy of every VIEW_SETS entry from the per-view log-probs of `view_log_probs` over `positions`."""
+    index = {p: i for i, p in enumerate(positions)}
+    out = {}
+    for name, chosen in VIEW_SETS.items():
+        rows = [index[p] for p in chosen] + [len(positions) + index[p] for p in chosen]
+        probs = log_probs[rows].exp().mean(dim=0)
+        out[name] = (probs.argmax(dim=1) == labels).float().mean().item()
+    return out
+
+
+def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, float]:
+    """Each VIEW_SETS entry's accuracy for one run folder or checkpoint on `split` (its data's test stage if
+    None, val without one), evaluated as analyze.py evaluates it (the run's precision where native)."""
+    ckpt = checkpoint_path(entry, None) if Path(entry).is_file() else checkpoint_path(None, entry)
+    model = load_model(ckpt, "cpu")
+    faces, _ = evaluation_faces(data_config(model.run_config, OmegaConf.create({}), str(ckpt)), split)
+    padding = (model.run_config.get("aug") or {}).get("padding", "zeros")
+    precision = evaluation_precision(None, model.run_config, model.device)
+    positions = sorted({p for chosen in VIEW_SETS.values() for p in chosen})
+    images, labels = torch.as_tensor(faces.images), torch.as_tensor(faces.labels)
+    cpu = torch.device("cpu")
+    with torch.no_grad(), eval_mode(model), autocast(precision, cpu):
+        parts = [
+            view_log_probs(model, as_input(images[lo : lo + batch_size], cpu), positions, padding)
+            for lo in range(0, len(images), batch_size)
+        ]
+    return set_accuracies(torch.cat(parts, dim=1), labels, positions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders (their best.ckpt) or checkpoint files")
+    parser.add_argument("--split", default="val", help="a stage (val, test) or a split of the run's data")
+    parser.add_argument("--out", type=Path, help="folder for tta_views.csv")
+    args = parser.parse_args()
+    table = {entry: score(entry, args.split) for entry in args.runs}
+    names = list(VIEW_SETS)
+    print(f"{'':24}" + "".join(f"{n:>11}" for n in names))
+    for entry, accs in table.items():
+        print(f"{Path(entry).name[-24:]:24}" + "".join(f"{accs[n]:11.4f}" for n in names))
+    mean = {n: sum(a[n] for a in table.values()) / len(table) for n in names}
+    print(f"{'mean':24}" + "".join(f"{mean[n]:11.4f}" for n in names))
+    print(f"{'gain over ' + BASELINE:24}" + "".join(f"{mean[n] - mean[BASELINE]:+11.4f}" for n in names))
+    wins = {n: sum(a[n] > a[BASELINE] for a in table.values()) for n in names}
+    print(f"{'above ' + BASELINE + ' on':24}" + "".join(f"{f'{wins[n]} of {len(table)}':>11}" for n in names))
+    print("views:", ", ".join(f"{n} {2 * len(VIEW_SETS[n])}" for n in names))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"run": entry, "set": n, "views": 2 * len(VIEW_SETS[n]), "accuracy": round(accs[n], 6)}
+            for entry, accs in table.items()
+            for n in names
+        ]
+        print("wrote", write_csv(args.out / "tta_views.csv", rows, ["run", "set", "views", "accuracy"]))
+
+
+if __name__ == "__main__":
+    main()

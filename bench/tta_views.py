@@ -86,6 +86,10 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     precision = evaluation_precision(None, model.run_config, model.device)
     positions = sorted({p for chosen in VIEW_SETS.values() for p in chosen})
     images, labels = torch.as_tensor(faces.images), torch.as_tensor(faces.labels)
+    if (labels < 0).any():
+        raise SystemExit(
+            f"{entry}: --split {split} holds unlabelled faces; score a labelled stage (val, test)"
+        )
     cpu = torch.device("cpu")
     with torch.no_grad(), eval_mode(model), autocast(precision, cpu):
         parts = [

@@ -21,12 +21,11 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, load_model
-from fer.data.labels import IMAGE_SIZE
-from fer.data.transforms import pad
 from fer.files import write_csv
 from fer.interpret.attribution import as_input
 from fer.interpret.layers import eval_mode
 from fer.runtime import autocast, evaluation_precision
+from fer.tta import run_padding, shifted_views
 
 Position = tuple[int, int]
 
@@ -54,19 +53,18 @@ VIEW_SETS: dict[str, list[Position]] = {
 BASELINE = "crops"
 
 
-def view_log_probs(model: torch.nn.Module, images: Tensor, positions: list[Position], padding: str) -> Tensor:
-    """Log-softmax of `model` on each position's shifted view of a (B,1,H,W) batch and then on its mirror
-    image: (2 * positions, B, classes)."""
-    margin = max(max(abs(dx), abs(dy)) for dx, dy in positions)
-    padded = pad(images, margin, padding)
-    at = [(margin + dy, margin + dx) for dx, dy in positions]
-    views = [padded[..., y : y + IMAGE_SIZE, x : x + IMAGE_SIZE] for y, x in at]
+def position_log_probs(
+    model: torch.nn.Module, images: Tensor, positions: list[Position], padding: str
+) -> Tensor:
+    """Log-softmax of `model` on each position's shifted view of a (B,1,H,W) batch (fer.tta's shifted_views,
+    as tta=crops shifts its corners) and then on its mirror image: (2 * positions, B, classes)."""
+    views = shifted_views(images, positions, padding)
     views += [v.flip(-1) for v in views]
     return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
 
 
 def set_accuracies(log_probs: Tensor, labels: Tensor, positions: list[Position]) -> dict[str, float]:
-    """Accuracy of every VIEW_SETS entry from the per-view log-probs of `view_log_probs` over `positions`."""
+    """Accuracy of every VIEW_SETS entry from the per-view log-probs of `position_log_probs` over `positions`."""
     index = {p: i for i, p in enumerate(positions)}
     out = {}
     for name, chosen in VIEW_SETS.items():
@@ -82,7 +80,9 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     ckpt = checkpoint_path(entry, None) if Path(entry).is_file() else checkpoint_path(None, entry)
     model = load_model(ckpt, "cpu")
     faces, _ = evaluation_faces(data_config(model.run_config, OmegaConf.create({}), str(ckpt)), split)
-    padding = (model.run_config.get("aug") or {}).get("padding", "zeros")
+    padding = run_padding({}, model.run_config.get("aug"))[
+        "padding"
+    ]  # the shifts' fill, as tta=crops reads it
     precision = evaluation_precision(None, model.run_config, model.device)
     positions = sorted({p for chosen in VIEW_SETS.values() for p in chosen})
     images, labels = torch.as_tensor(faces.images), torch.as_tensor(faces.labels)
@@ -93,7 +93,7 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     cpu = torch.device("cpu")
     with torch.no_grad(), eval_mode(model), autocast(precision, cpu):
         parts = [
-            view_log_probs(model, as_input(images[lo : lo + batch_size], cpu), positions, padding)
+            position_log_probs(model, as_input(images[lo : lo + batch_size], cpu), positions, padding)
             for lo in range(0, len(images), batch_size)
         ]
     return set_accuracies(torch.cat(parts, dim=1), labels, positions)

@@ -22,6 +22,15 @@ from fer.models.joint_ensemble import mean_log_probs
 from fer.schema import TTA_RULES, ConfigError, check_values
 
 
+def shifted_views(images: Tensor, offsets: Sequence[tuple[int, int]], padding: str = "zeros") -> list[Tensor]:
+    """For each (dx, dy) of `offsets`, the window of a (B,C,H,W) batch padded as `padding` says that starts dx
+    pixels right and dy down of the face's own: the face moved by (-dx, -dy), the same size."""
+    margin = max((max(abs(dx), abs(dy)) for dx, dy in offsets), default=0)
+    h, w = images.shape[-2:]
+    padded = pad(images, margin, padding)
+    return [padded[..., margin + dy : margin + dy + h, margin + dx : margin + dx + w] for dx, dy in offsets]
+
+
 def tta_views(
     images: Tensor, flip: bool = False, shift: int = 0, scales: Sequence[int] = (), padding: str = "zeros"
 ) -> list[Tensor]:
@@ -29,9 +38,7 @@ def tta_views(
     views = [images]
     if shift:
         s = int(shift)
-        h, w = images.shape[-2:]
-        padded = pad(images, s, padding)
-        views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w] for dy in (-s, s) for dx in (-s, s)]
+        views += shifted_views(images, [(dx, dy) for dy in (-s, s) for dx in (-s, s)], padding)
     views += [resize(images, int(size)) for size in scales]
     if flip:
         views += [v.flip(-1) for v in views]

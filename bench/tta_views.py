@@ -80,9 +80,8 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     ckpt = checkpoint_path(entry, None) if Path(entry).is_file() else checkpoint_path(None, entry)
     model = load_model(ckpt, "cpu")
     faces, _ = evaluation_faces(data_config(model.run_config, OmegaConf.create({}), str(ckpt)), split)
-    padding = run_padding({}, model.run_config.get("aug"))[
-        "padding"
-    ]  # the shifts' fill, as tta=crops reads it
+    # The shifts' fill, as tta=crops reads it.
+    padding = run_padding({}, model.run_config.get("aug"))["padding"]
     precision = evaluation_precision(None, model.run_config, model.device)
     positions = sorted({p for chosen in VIEW_SETS.values() for p in chosen})
     images, labels = torch.as_tensor(faces.images), torch.as_tensor(faces.labels)

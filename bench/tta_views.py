@@ -24,8 +24,9 @@ from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, 
 from fer.files import write_csv
 from fer.interpret.attribution import as_input
 from fer.interpret.layers import eval_mode
+from fer.models.joint_ensemble import mean_log_probs
 from fer.runtime import autocast, evaluation_precision
-from fer.tta import run_padding, shifted_views
+from fer.tta import run_padding, score_views, shifted_views
 
 Position = tuple[int, int]
 
@@ -59,8 +60,7 @@ def position_log_probs(
     """Log-softmax of `model` on each position's shifted view of a (B,1,H,W) batch (fer.tta's shifted_views,
     as tta=crops shifts its corners) and then on its mirror image: (2 * positions, B, classes)."""
     views = shifted_views(images, positions, padding)
-    views += [v.flip(-1) for v in views]
-    return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
+    return score_views(model, views + [v.flip(-1) for v in views])
 
 
 def set_accuracies(log_probs: Tensor, labels: Tensor, positions: list[Position]) -> dict[str, float]:
@@ -69,8 +69,8 @@ def set_accuracies(log_probs: Tensor, labels: Tensor, positions: list[Position])
     out = {}
     for name, chosen in VIEW_SETS.items():
         rows = [index[p] for p in chosen] + [len(positions) + index[p] for p in chosen]
-        probs = log_probs[rows].exp().mean(dim=0)
-        out[name] = (probs.argmax(dim=1) == labels).float().mean().item()
+        predicted = mean_log_probs(log_probs[rows]).argmax(dim=1)  # as fer.tta averages the views
+        out[name] = (predicted == labels).float().mean().item()
     return out
 
 

@@ -64,6 +64,11 @@ def checked_tta(tta: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
     return {**tta, **converted}
 
 
+def score_views(model: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> Tensor:
+    """Log-softmax of `model` on each of `views`, in fp32 whatever the autocast: (views, B, classes)."""
+    return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
+
+
 def view_log_probs(
     model: Callable[[Tensor], Tensor], images: Tensor, tta: Mapping[str, Any] | None = None
 ) -> Tensor:
@@ -72,7 +77,7 @@ def view_log_probs(
     views = tta_views(
         images, tta.get("flip", False), tta.get("shift", 0), tta.get("scales") or (), tta["padding"]
     )
-    return torch.stack([model(v).float().log_softmax(dim=1) for v in views])
+    return score_views(model, views)
 
 
 def tta_log_probs(model: nn.Module, images: Tensor, tta: Mapping[str, Any] | None = None) -> Tensor:

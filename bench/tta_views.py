@@ -1,7 +1,7 @@
 """Which test-time views pay: each checkpoint's accuracy on a stage of its data under named sets of shifted
 views, and each set's mean gain over `tta=crops` with the checkpoints it beats it on.
 
-    python bench/tta_views.py RUN_OR_CKPT [RUN_OR_CKPT ...] [--split val] [--out DIR]
+    python bench/tta_views.py RUN_OR_CKPT_OR_SWEEP [...] [--split val] [--out DIR]
 
 A view is the face shifted (dx, dy) pixels, the uncovered pixels filled as the run's aug.padding (as fer.tta
 and the pad-and-crop augmentation fill them), and its mirror image; a set's views' probabilities are averaged,
@@ -20,7 +20,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from fer.analysis.select import checkpoint_path, data_config, evaluation_faces, load_model
+from fer import rundir
+from fer.analysis.select import data_config, evaluation_faces, load_model
+from fer.ensemble import member_checkpoints
 from fer.files import write_csv
 from fer.interpret.attribution import as_input
 from fer.interpret.layers import eval_mode
@@ -74,10 +76,9 @@ def set_accuracies(log_probs: Tensor, labels: Tensor, positions: list[Position])
     return out
 
 
-def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, float]:
-    """Each VIEW_SETS entry's accuracy for one run folder or checkpoint on `split` (its data's test stage if
-    None, val without one), evaluated as analyze.py evaluates it (the run's precision where native)."""
-    ckpt = checkpoint_path(entry, None) if Path(entry).is_file() else checkpoint_path(None, entry)
+def score(ckpt: Path, split: str | None, batch_size: int = 256) -> dict[str, float]:
+    """Each VIEW_SETS entry's accuracy for one checkpoint on `split` (its data's test stage if None, val
+    without one), evaluated as analyze.py evaluates it (the run's precision where native)."""
     model = load_model(ckpt, "cpu")
     faces, _ = evaluation_faces(data_config(model.run_config, OmegaConf.create({}), str(ckpt)), split)
     # The shifts' fill, as tta=crops reads it.
@@ -87,7 +88,7 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     images, labels = torch.as_tensor(faces.images), torch.as_tensor(faces.labels)
     if (labels < 0).any():
         raise SystemExit(
-            f"{entry}: --split {split} holds unlabelled faces; score a labelled stage (val, test)"
+            f"{ckpt}: --split {split} holds unlabelled faces; score a labelled stage (val, test)"
         )
     cpu = torch.device("cpu")
     with torch.no_grad(), eval_mode(model), autocast(precision, cpu):
@@ -98,17 +99,25 @@ def score(entry: str, split: str | None, batch_size: int = 256) -> dict[str, flo
     return set_accuracies(torch.cat(parts, dim=1), labels, positions)
 
 
+def label(ckpt: Path) -> str:
+    """A checkpoint's name in the printed table, the end of its run folder's path for a run's best.ckpt."""
+    return str(ckpt.parent.parent if str(ckpt).endswith(rundir.BEST_CKPT) else ckpt)[-24:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders (their best.ckpt) or checkpoint files")
+    parser.add_argument(
+        "runs", nargs="+", help="run folders (their best.ckpt), checkpoint files, sweep folders (every job's)"
+    )
     parser.add_argument("--split", default="val", help="a stage (val, test) or a split of the run's data")
     parser.add_argument("--out", type=Path, help="folder for tta_views.csv")
     args = parser.parse_args()
-    table = {entry: score(entry, args.split) for entry in args.runs}
+    ckpts, _ = member_checkpoints(args.runs)  # as analyze.py ensemble= reads them, failed sweep jobs left out
+    table = {str(ckpt): score(ckpt, args.split) for ckpt in ckpts}
     names = list(VIEW_SETS)
     print(f"{'':24}" + "".join(f"{n:>11}" for n in names))
     for entry, accs in table.items():
-        print(f"{Path(entry).name[-24:]:24}" + "".join(f"{accs[n]:11.4f}" for n in names))
+        print(f"{label(Path(entry)):24}" + "".join(f"{accs[n]:11.4f}" for n in names))
     mean = {n: sum(a[n] for a in table.values()) / len(table) for n in names}
     print(f"{'mean':24}" + "".join(f"{mean[n]:11.4f}" for n in names))
     print(f"{'gain over ' + BASELINE:24}" + "".join(f"{mean[n] - mean[BASELINE]:+11.4f}" for n in names))

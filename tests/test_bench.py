@@ -72,3 +72,18 @@ def test_tta_views_scores_each_set_as_analyze_scores_the_same_views(trained_run,
         analyze(compose_config("analyze", [*overrides, f"out={out}"], out))
         expected = json.loads((out / "analysis.json").read_text())["metrics"]["accuracy"]
         assert float(rows[name]["accuracy"]) == pytest.approx(expected, abs=1e-6), name
+    # A sweep folder stands for its jobs, as in analyze.py ensemble=: the failed one is left out.
+    sweep = tmp_path / "sweep"
+    (sweep / "0/.hydra").mkdir(parents=True)
+    (sweep / "0/checkpoints").mkdir()
+    (sweep / "0/checkpoints/best.ckpt").symlink_to(run_dir / "checkpoints/best.ckpt")
+    (sweep / "1/.hydra").mkdir(parents=True)
+    (sweep / "1/error.txt").write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
+    cmd = [sys.executable, "bench/tta_views.py", str(sweep), "--split", "test", "--out", str(sweep / "views")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "left out its failed job 1: RuntimeError: out of memory" in result.stderr
+    with (sweep / "views/tta_views.csv").open() as f:
+        jobs = list(csv.DictReader(f))
+    assert {r["run"] for r in jobs} == {str(sweep / "0/checkpoints/best.ckpt")}
+    assert {r["set"]: r["accuracy"] for r in jobs} == {name: r["accuracy"] for name, r in rows.items()}

@@ -113,11 +113,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for tta_views.csv")
     args = parser.parse_args()
     ckpts, _ = member_checkpoints(args.runs)  # as analyze.py ensemble= reads them, failed sweep jobs left out
-    table = {str(ckpt): score(ckpt, args.split) for ckpt in ckpts}
+    table = {ckpt: score(ckpt, args.split) for ckpt in ckpts}
     names = list(VIEW_SETS)
     print(f"{'':24}" + "".join(f"{n:>11}" for n in names))
-    for entry, accs in table.items():
-        print(f"{label(Path(entry)):24}" + "".join(f"{accs[n]:11.4f}" for n in names))
+    for ckpt, accs in table.items():
+        print(f"{label(ckpt):24}" + "".join(f"{accs[n]:11.4f}" for n in names))
     mean = {n: sum(a[n] for a in table.values()) / len(table) for n in names}
     print(f"{'mean':24}" + "".join(f"{mean[n]:11.4f}" for n in names))
     print(f"{'gain over ' + BASELINE:24}" + "".join(f"{mean[n] - mean[BASELINE]:+11.4f}" for n in names))
@@ -127,8 +127,8 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         rows = [
-            {"run": entry, "set": n, "views": 2 * len(VIEW_SETS[n]), "accuracy": round(accs[n], 6)}
-            for entry, accs in table.items()
+            {"run": str(ckpt), "set": n, "views": 2 * len(VIEW_SETS[n]), "accuracy": round(accs[n], 6)}
+            for ckpt, accs in table.items()
             for n in names
         ]
         print("wrote", write_csv(args.out / "tta_views.csv", rows, ["run", "set", "views", "accuracy"]))

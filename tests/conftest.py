@@ -35,6 +35,15 @@ def damaged_copy(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def failed_job(job: Path, error: str) -> Path:
+    """A sweep job folder whose run failed before saving a checkpoint, with `error` ending its traceback."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / "error.txt").write_text(
+        f'Traceback (most recent call last):\n  File "train.py", line 1\n{error}\n'
+    )
+    return job
+
+
 # A small, quick synthetic setup for end-to-end runs.
 FAST = quick_run(700)
 

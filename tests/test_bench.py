@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, compose_config, quick_run
+from conftest import ROOT, compose_config, failed_job, quick_run
 
 from fer.analysis.run import run as analyze
 
@@ -77,8 +77,7 @@ def test_tta_views_scores_each_set_as_analyze_scores_the_same_views(trained_run,
     (sweep / "0/.hydra").mkdir(parents=True)
     (sweep / "0/checkpoints").mkdir()
     (sweep / "0/checkpoints/best.ckpt").symlink_to(run_dir / "checkpoints/best.ckpt")
-    (sweep / "1/.hydra").mkdir(parents=True)
-    (sweep / "1/error.txt").write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
+    failed_job(sweep / "1", "RuntimeError: out of memory")
     cmd = [sys.executable, "bench/tta_views.py", str(sweep), "--split", "test", "--out", str(sweep / "views")]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

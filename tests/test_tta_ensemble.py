@@ -25,7 +25,7 @@ from fer.rundir import RunDirError
 from fer.schema import ConfigError
 from fer.train import run as train
 from fer.tta import checked_tta, chosen_tta, num_views, tta_label, tta_log_probs, tta_views, view_log_probs
-from tests.conftest import compose_config, damaged_copy, quick_run
+from tests.conftest import compose_config, damaged_copy, failed_job, quick_run
 
 # 300 synthetic faces: 30 of them in PrivateTest, the test stage.
 TINY = [
@@ -471,15 +471,6 @@ def test_tta_values_are_checked_wherever_they_come_from(runs, tmp_path):
         compose_config("analyze", [f"ckpt={odd}", "tta=flip", f"out={out}", "analysis.interpret=false"], out)
     )
     assert json.loads((out / "analysis.json").read_text())["tta"]["views"] == 2
-
-
-def failed_job(job: Path, error: str) -> Path:
-    """A sweep job folder whose run failed before saving a checkpoint, with `error` ending its traceback."""
-    (job / ".hydra").mkdir(parents=True)
-    (job / "error.txt").write_text(
-        f'Traceback (most recent call last):\n  File "train.py", line 1\n{error}\n'
-    )
-    return job
 
 
 def test_ensemble_of_a_sweep_skips_its_failed_jobs(runs, tmp_path):

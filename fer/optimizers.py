@@ -40,7 +40,8 @@ class MuonAdamW(torch.optim.Optimizer):
     `ns_dtype` is the orthogonalisation's dtype: "bfloat16", "float32", or "auto", bfloat16 where the device
     computes it natively (`native_bfloat16`), else float32. `filter_norm` rescales each filter tensor to norm
     sqrt(out_channels), its init's, before each update (airbench's Muon): behind BatchNorm the net computes the
-    same function, and the schedule alone sets each step's size relative to the weights.
+    same function, and the schedule alone sets each step's size relative to the weights. `muon_lr_scale`
+    multiplies the filters' learning rate (their decay's too) over the one the schedule gives the rest.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_steps: int = 5,
         ns_dtype: str = "auto",
         filter_norm: bool = False,
+        muon_lr_scale: float = 1.0,
     ) -> None:
         params = list(params)
         if any(isinstance(p, dict) for p in params):
@@ -63,6 +65,12 @@ class MuonAdamW(torch.optim.Optimizer):
             raise ValueError(f"optim.ns_dtype: expected auto, bfloat16 or float32, got {ns_dtype!r}")
         if not isinstance(filter_norm, bool):
             raise ValueError(f"optim.filter_norm: expected true or false, got {filter_norm!r}")
+        if (
+            isinstance(muon_lr_scale, bool)
+            or not isinstance(muon_lr_scale, int | float)
+            or muon_lr_scale <= 0
+        ):
+            raise ValueError(f"optim.muon_lr_scale: expected a number above 0, got {muon_lr_scale!r}")
         groups = [
             {"params": [p for p in params if p.ndim == 4], "muon": True},
             {"params": [p for p in params if p.ndim != 4], "muon": False},
@@ -77,6 +85,7 @@ class MuonAdamW(torch.optim.Optimizer):
             ns_steps=ns_steps,
             ns_dtype=ns_dtype,
             filter_norm=filter_norm,
+            muon_lr_scale=float(muon_lr_scale),
         )
         super().__init__([g for g in groups if g["params"]], defaults)
 
@@ -85,6 +94,7 @@ class MuonAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             group.setdefault("ns_dtype", "auto")  # a checkpoint from before ns_dtype was an option
             group.setdefault("filter_norm", False)  # likewise filter_norm
+            group.setdefault("muon_lr_scale", 1.0)  # and muon_lr_scale
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -101,7 +111,8 @@ class MuonAdamW(torch.optim.Optimizer):
         return loss
 
     def _muon_step(self, group: dict, params: list[Tensor]) -> None:
-        lr, mu = group["lr"], group["momentum"]
+        # Applied here, not to the group's lr, so that every schedule scales both groups alike.
+        lr, mu = group["lr"] * group["muon_lr_scale"], group["momentum"]
         # bfloat16 where native, as Muon's reference implementation: the iteration tolerates its rounding.
         # vgg8's optimizer step on 2 cores of an AVX512-BF16 CPU: 26 ms in bfloat16, 44 in float32; with the
         # BF16 instructions masked (ONEDNN_MAX_CPU_ISA=AVX2) 1400 ms against 49 (bench/bench_optimizer.py).

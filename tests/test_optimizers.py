@@ -117,16 +117,29 @@ def test_ns_dtype_picks_the_orthogonalisation_precision_and_auto_follows_the_har
     torch.testing.assert_close(first_conv_step("auto"), expected["bfloat16" if native else "float32"])
 
 
-def test_a_checkpoint_from_before_ns_dtype_and_filter_norm_resumes_with_their_defaults():
+def test_muon_lr_scale_multiplies_the_filters_steps_alone():
+    nets = {scale: small_net() for scale in (1.0, 3.0)}
+    for scale, net in nets.items():
+        train_steps(net, MuonAdamW(net.parameters(), lr=0.01, weight_decay=0.1, muon_lr_scale=scale), 1)
+    start = small_net()
+    for (name, p), q, p0 in zip(nets[1.0].named_parameters(), nets[3.0].parameters(), start.parameters()):
+        if p.ndim == 4:  # a conv's filters: decayed, then stepped, at three times the rate
+            torch.testing.assert_close(q - p0 * (1 - 0.003), 3 * (p - p0 * (1 - 0.001)), msg=name)
+        else:  # the first step's gradients are the same for both nets, so AdamW's steps are too
+            torch.testing.assert_close(p, q, msg=name)
+
+
+def test_a_checkpoint_from_before_ns_dtype_filter_norm_and_muon_lr_scale_resumes_with_their_defaults():
     net = small_net()
     optimizer = MuonAdamW(net.parameters(), lr=0.01)
     train_steps(net, optimizer, 1)
     state = optimizer.state_dict()
     for group in state["param_groups"]:
-        del group["ns_dtype"], group["filter_norm"]
-    resumed = MuonAdamW(net.parameters(), lr=0.01, ns_dtype="float32", filter_norm=True)
+        del group["ns_dtype"], group["filter_norm"], group["muon_lr_scale"]
+    resumed = MuonAdamW(net.parameters(), lr=0.01, ns_dtype="float32", filter_norm=True, muon_lr_scale=2.0)
     resumed.load_state_dict(state)
-    assert [(g["ns_dtype"], g["filter_norm"]) for g in resumed.param_groups] == [("auto", False)] * 2
+    options = [(g["ns_dtype"], g["filter_norm"], g["muon_lr_scale"]) for g in resumed.param_groups]
+    assert options == [("auto", False, 1.0)] * 2
     train_steps(net, resumed, 1)
 
 
@@ -157,11 +170,14 @@ def test_filter_norm_keeps_the_filters_from_growing_under_muon_updates():
     assert 16**0.5 < norms[True][1] < 1.1 * 16**0.5, norms
 
 
-def test_an_unknown_ns_dtype_or_filter_norm_is_refused_by_its_config_key():
+def test_an_unknown_ns_dtype_filter_norm_or_muon_lr_scale_is_refused_by_its_config_key():
     with pytest.raises(ValueError, match="optim.ns_dtype: expected auto, bfloat16 or float32, got 'fp16'"):
         MuonAdamW([nn.Parameter(torch.zeros(2))], ns_dtype="fp16")
     with pytest.raises(ValueError, match="optim.filter_norm: expected true or false, got 'yes'"):
         MuonAdamW([nn.Parameter(torch.zeros(2))], filter_norm="yes")
+    for bad in (0, -1.0, "2", True):
+        with pytest.raises(ValueError, match=f"optim.muon_lr_scale: expected a number above 0, got {bad!r}"):
+            MuonAdamW([nn.Parameter(torch.zeros(2))], muon_lr_scale=bad)
 
 
 def test_parameter_groups_are_refused_with_the_reason():

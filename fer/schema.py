@@ -206,6 +206,7 @@ RULES: dict[str, Any] = {
     "optim.lr": Number(0, open_low=True),
     "optim.weight_decay": Number(0),
     "optim.momentum": Number(0, 1, open_high=True),
+    "optim.muon_lr_scale": Number(0, open_low=True),
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),

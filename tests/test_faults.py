@@ -364,6 +364,7 @@ def test_metrics_json_is_strict(tmp_path):
         ("optim.lr=-1", "optim.lr: expected a number > 0, got -1"),
         ("optim.weight_decay=abc", "optim.weight_decay: expected a number >= 0, got 'abc'"),
         ("optim=sgd optim.momentum=1", "optim.momentum: expected a number in [0, 1), got 1"),
+        ("optim=muon optim.muon_lr_scale=0", "optim.muon_lr_scale: expected a number > 0, got 0"),
         ("model=vgg8 model.dropout=2", "model.dropout: expected a number in [0, 1), got 2"),
         ("trainer.max_epochs=0", "trainer.max_epochs: 0 trains nothing"),
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing"),

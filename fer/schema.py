@@ -21,6 +21,7 @@ from fer.data.labels import IMAGE_SIZE
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
 from fer.data.transforms import PADDING_MODES
 from fer.models.normalization import NORMALIZATIONS
+from fer.optimizers import NS_DTYPES
 from fer.schedules import sized_by_trainer
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,8 @@ RULES: dict[str, Any] = {
     "optim.weight_decay": Number(0),
     "optim.momentum": Number(0, 1, open_high=True),
     "optim.muon_lr_scale": Number(0, open_low=True),
+    "optim.ns_dtype": Choice(("auto", *NS_DTYPES)),
+    "optim.filter_norm": Flag(),
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),

@@ -365,6 +365,11 @@ def test_metrics_json_is_strict(tmp_path):
         ("optim.weight_decay=abc", "optim.weight_decay: expected a number >= 0, got 'abc'"),
         ("optim=sgd optim.momentum=1", "optim.momentum: expected a number in [0, 1), got 1"),
         ("optim=muon optim.muon_lr_scale=0", "optim.muon_lr_scale: expected a number > 0, got 0"),
+        (
+            "optim=muon optim.ns_dtype=fp16",
+            "optim.ns_dtype: expected one of auto, bfloat16, float32, got 'fp16'",
+        ),
+        ("optim=muon optim.filter_norm=yes", "optim.filter_norm: expected true or false, got 'yes'"),
         ("model=vgg8 model.dropout=2", "model.dropout: expected a number in [0, 1), got 2"),
         ("trainer.max_epochs=0", "trainer.max_epochs: 0 trains nothing"),
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing"),

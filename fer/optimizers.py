@@ -9,11 +9,19 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+from fer.rules import Choice, Flag, Number
 from fer.runtime import native_bfloat16
 
 # The quintic Newton-Schulz coefficients of Muon (and of torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+# What MuonAdamW's own options may be: the startup check (fer/schema.py) names a wrong optim.KEY before any data
+# is read, and the constructor refuses one given in Python.
+MUON_RULES = {
+    "ns_dtype": Choice(("auto", *NS_DTYPES)),
+    "filter_norm": Flag(),
+    "muon_lr_scale": Number(0, open_low=True),
+}
 
 
 def orthogonalize(matrix: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
@@ -61,16 +69,12 @@ class MuonAdamW(torch.optim.Optimizer):
         params = list(params)
         if any(isinstance(p, dict) for p in params):
             raise ValueError("MuonAdamW splits the parameters itself: pass tensors, not parameter groups")
-        if ns_dtype not in ("auto", *NS_DTYPES):
-            raise ValueError(f"optim.ns_dtype: expected auto, bfloat16 or float32, got {ns_dtype!r}")
-        if not isinstance(filter_norm, bool):
-            raise ValueError(f"optim.filter_norm: expected true or false, got {filter_norm!r}")
-        if (
-            isinstance(muon_lr_scale, bool)
-            or not isinstance(muon_lr_scale, int | float)
-            or muon_lr_scale <= 0
-        ):
-            raise ValueError(f"optim.muon_lr_scale: expected a number above 0, got {muon_lr_scale!r}")
+        options = {"ns_dtype": ns_dtype, "filter_norm": filter_norm, "muon_lr_scale": muon_lr_scale}
+        for key, value in options.items():
+            fits, read = MUON_RULES[key].check(value)
+            # A number given as a string is read as the number only from a config, where validate() logs it.
+            if not fits or read is not value:
+                raise ValueError(f"optim.{key}: expected {MUON_RULES[key].describe()}, got {value!r}")
         groups = [
             {"params": [p for p in params if p.ndim == 4], "muon": True},
             {"params": [p for p in params if p.ndim != 4], "muon": False},

@@ -9,19 +9,17 @@ stored as a string; a string that is not a number is an error.
 from __future__ import annotations
 
 import logging
-import math
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fer.data.datamodule import DEFAULT_SPLITS, conflicting_settings
 from fer.data.labels import IMAGE_SIZE
 from fer.data.readers import LAYOUTS, ON_BAD_ROW
 from fer.data.transforms import PADDING_MODES
 from fer.models.normalization import NORMALIZATIONS
-from fer.optimizers import NS_DTYPES
+from fer.optimizers import MUON_RULES
+from fer.rules import Batches, Choice, Duration, Flag, ListOf, Number, Text, check_values
 from fer.schedules import sized_by_trainer
 
 log = logging.getLogger(__name__)
@@ -30,136 +28,6 @@ log = logging.getLogger(__name__)
 class ConfigError(ValueError):
     """Config values or command-line options that are wrong: of the wrong type, out of range, or in a
     combination that does not work."""
-
-
-@dataclass(frozen=True)
-class Number:
-    """A number (an integer if `integer`) in [low, high]; `open_low`/`open_high` exclude the ends."""
-
-    low: float | None = None
-    high: float | None = None
-    integer: bool = False
-    nullable: bool = False
-    open_low: bool = False
-    open_high: bool = False
-
-    def describe(self) -> str:
-        kind = "an integer" if self.integer else "a number"
-        if self.low is not None and self.high is not None:
-            text = f"{kind} in {'(' if self.open_low else '['}{_n(self.low)}, {_n(self.high)}{')' if self.open_high else ']'}"
-        elif self.low is not None:
-            text = f"{kind} {'>' if self.open_low else '>='} {_n(self.low)}"
-        else:
-            text = kind
-        return f"{text} or null" if self.nullable else text
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        """(fits, the value converted from a numeric string where it was one)."""
-        if value is None:
-            return self.nullable, value
-        if isinstance(value, str):
-            value = _parse_number(value, self.integer)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, value
-        if self.integer and not isinstance(value, int):
-            return False, value
-        if not math.isfinite(value):
-            return False, value
-        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
-            return False, value
-        if self.high is not None and (value > self.high or (self.open_high and value == self.high)):
-            return False, value
-        return True, value
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple[str, ...]
-    nullable: bool = False
-
-    def describe(self) -> str:
-        text = f"one of {', '.join(self.options)}"
-        return f"{text} or null" if self.nullable else text
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        return value in self.options or (self.nullable and value is None), value
-
-
-@dataclass(frozen=True)
-class Flag:
-    def describe(self) -> str:
-        return "true or false"
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        return isinstance(value, bool), value
-
-
-@dataclass(frozen=True)
-class Text:
-    nullable: bool = False
-
-    def describe(self) -> str:
-        return "a non-empty string or null" if self.nullable else "a non-empty string"
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        if value is None:
-            return self.nullable, value
-        return isinstance(value, str) and bool(value), value
-
-
-@dataclass(frozen=True)
-class Duration:
-    """Lightning's max_time: "DD:HH:MM:SS", or a mapping of days/hours/minutes/seconds."""
-
-    def describe(self) -> str:
-        return "null, DD:HH:MM:SS or a mapping of days/hours/minutes/seconds"
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        if value is None or (isinstance(value, str) and re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value)):
-            return True, value
-        if isinstance(value, DictConfig):
-            units = {"days", "hours", "minutes", "seconds"}
-            return set(value) <= units and all(Number(0).check(v)[0] for v in value.values()), value
-        return False, value
-
-
-@dataclass(frozen=True)
-class Batches:
-    """Lightning's limit_*_batches: a whole number of batches, or a fraction of them."""
-
-    def describe(self) -> str:
-        return "an integer >= 0 (batches) or a number in [0, 1] (a fraction of the batches)"
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        whole = Number(0, integer=True).check(value)
-        return whole if whole[0] else Number(0, 1).check(value)
-
-
-@dataclass(frozen=True)
-class ListOf:
-    """A list, possibly empty, of values that each fit `item`."""
-
-    item: Any
-
-    def describe(self) -> str:
-        return f"a list of values, each {self.item.describe()}"
-
-    def check(self, value: Any) -> tuple[bool, Any]:
-        if not isinstance(value, (list, tuple, ListConfig)):
-            return False, value
-        checked = [self.item.check(v) for v in value]
-        return all(fits for fits, _ in checked), [v for _, v in checked]
-
-
-def _n(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _parse_number(text: str, integer: bool) -> Any:
-    try:
-        return int(text) if integer else float(text)
-    except ValueError:
-        return text
 
 
 _ABSENT = object()
@@ -207,9 +75,7 @@ RULES: dict[str, Any] = {
     "optim.lr": Number(0, open_low=True),
     "optim.weight_decay": Number(0),
     "optim.momentum": Number(0, 1, open_high=True),
-    "optim.muon_lr_scale": Number(0, open_low=True),
-    "optim.ns_dtype": Choice(("auto", *NS_DTYPES)),
-    "optim.filter_norm": Flag(),
+    **{f"optim.{key}": rule for key, rule in MUON_RULES.items()},
     "sched.scheduler.seconds": Number(0, nullable=True, open_low=True),
     "loss.label_smoothing": Number(0, 1, open_high=True),
     "loss.class_weights": Flag(),
@@ -242,21 +108,6 @@ def validate(cfg: DictConfig) -> None:
     problems += _unsized_schedule(cfg) + _missing_stages(cfg) + _trains_nothing(cfg) + _conflicts(cfg)
     if problems:
         raise ConfigError("invalid config value(s):\n  " + "\n  ".join(problems))
-
-
-def check_values(
-    rules: dict[str, Any], values: dict[str, Any], prefix: str = ""
-) -> tuple[dict[str, Any], list[str]]:
-    """Each of `values` that `rules` has a rule for, checked: the values (a numeric string read as its number)
-    and a line per wrong one, naming its key (after `prefix`), what is allowed and what was given."""
-    converted, problems = {}, []
-    for key, value in values.items():
-        if key not in rules:
-            continue
-        fits, converted[key] = rules[key].check(value)
-        if not fits:
-            problems.append(f"{prefix}{key}: expected {rules[key].describe()}, got {value!r}")
-    return converted, problems
 
 
 def _unsized_schedule(cfg: DictConfig) -> list[str]:

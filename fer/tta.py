@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from fer.data.labels import IMAGE_SIZE
 from fer.data.transforms import pad, resize
 from fer.models.joint_ensemble import mean_log_probs
-from fer.schema import TTA_RULES, ConfigError, check_values
+from fer.rules import check_values
+from fer.schema import TTA_RULES, ConfigError
 
 
 def shifted_views(images: Tensor, offsets: Sequence[tuple[int, int]], padding: str = "zeros") -> list[Tensor]:

@@ -41,8 +41,9 @@ from fer.interpret.layers import conv_layers, layer_by_name
 from fer.module import check_tta_sizes
 from fer.predict import predict_proba, write_prediction_files
 from fer.report import write_report
+from fer.rules import Choice, Number, check_values
 from fer.runtime import EVALUATION_PRECISIONS, evaluation_precision, warn_if_emulated
-from fer.schema import Choice, ConfigError, Number, check_values
+from fer.schema import ConfigError
 from fer.tta import chosen_tta
 
 log = logging.getLogger(__name__)

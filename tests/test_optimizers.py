@@ -177,7 +177,8 @@ def test_an_unknown_ns_dtype_filter_norm_or_muon_lr_scale_is_refused_by_its_conf
         MuonAdamW([nn.Parameter(torch.zeros(2))], ns_dtype="fp16")
     with pytest.raises(ValueError, match="optim.filter_norm: expected true or false, got 'yes'"):
         MuonAdamW([nn.Parameter(torch.zeros(2))], filter_norm="yes")
-    for bad in (0, -1.0, "2", True):  # a numeric string too: only a config's is read as its number
+    # A numeric string too: only a config's is read as its number.
+    for bad in (0, -1.0, float("nan"), "2", True):
         with pytest.raises(ValueError, match=f"optim.muon_lr_scale: expected a number > 0, got {bad!r}"):
             MuonAdamW([nn.Parameter(torch.zeros(2))], muon_lr_scale=bad)
 

@@ -91,11 +91,8 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> No
         return
     try:
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("run_config")
-    except (
-        RuntimeError,
-        OSError,
-        pickle.UnpicklingError,
-    ) as e:  # torch's errors for a damaged or foreign file
+    # torch's errors for a damaged or foreign file
+    except (RuntimeError, OSError, pickle.UnpicklingError) as e:
         raise rundir.RunDirError(
             f"ckpt_path={cfg.ckpt_path}: {ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0]}): a damaged (truncated) file or not a checkpoint; pass another "

@@ -309,6 +309,25 @@ def test_vgg_with_frozen_batch_norm_scales_learns_only_their_shifts() -> None:
     )
 
 
+def test_vgg_dirac_init_starts_each_conv_passing_its_input_channels_through() -> None:
+    torch.manual_seed(0)
+    model = VGG(layers=[4, 8, "M", 8], head=[], batch_norm=False, activation="relu", dirac_init=True)
+    first, second, third = (m for m in model.features if isinstance(m, nn.Conv2d))
+    images = faces()
+    with torch.no_grad():
+        # The first filter of the first conv copies the face; the 3 beyond it stay random.
+        assert torch.equal(first(images)[:, :1], images)
+        assert first.weight[1:].std() > 0
+        # 4 -> 8: filter i copies channel i for i < 4; the 4 beyond stay random.
+        maps = torch.relu(first(images))
+        assert torch.equal(second(maps)[:, :4], maps)
+        assert second.weight[4:].std() > 0
+        # 8 -> 8: the whole conv starts as the identity.
+        assert torch.equal(third.weight, nn.init.dirac_(torch.empty(8, 8, 3, 3)))
+    plain = VGG(layers=[4, 8, "M", 8], head=[], batch_norm=False)  # dirac_init=False, the default
+    assert not torch.equal(plain.features[0].weight[:1], nn.init.dirac_(torch.empty(1, 1, 3, 3)))
+
+
 def test_members_build_a_joint_ensemble_of_nets_initialized_apart() -> None:
     one = {"_target_": "fer.models.vgg.VGG", "layers": [8, "M", 16], "head": [16], "dropout": 0.0}
     model = build_model(one | {"members": 3})

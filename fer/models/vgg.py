@@ -59,7 +59,9 @@ def make_layers(
 
 class VGG(nn.Module):
     """A VGG trunk (VGG16/19 by `depth`, or the custom `layers`), a global pool and a fully connected head.
-    `batch_norm_scale=False` freezes each BatchNorm's scale at 1 (airbench's BatchNorm): only its shift learns."""
+    `batch_norm_scale=False` freezes each BatchNorm's scale at 1 (airbench's BatchNorm): only its shift learns.
+    `dirac_init=True` starts each trunk conv's first `in_channels` filters as the identity (airbench's dirac
+    init): each conv first passes its input's channels through, and the filters beyond them start random."""
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class VGG(nn.Module):
         head: Sequence[int] = (512, 512),
         pool: str = "avg",
         pool_size: int = 1,
+        dirac_init: bool = False,
     ) -> None:
         super().__init__()
         if layers is None and depth not in cfgs:
@@ -113,6 +116,10 @@ class VGG(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity=nonlinearity)
                 nn.init.zeros_(m.bias)
+        if dirac_init:
+            for m in self.features.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.dirac_(m.weight[: m.in_channels])  # a view: the weight's first filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

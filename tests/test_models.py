@@ -362,5 +362,5 @@ def test_vgg_pool_grid_keeps_where_a_feature_fired() -> None:
 def test_compose_node_applies_the_experiment_overlay() -> None:
     # What bench_throughput.py measures as `experiment=speedrun`: vgg8 as that recipe overrides it.
     wider = [48, 48, "M", 96, 96, "M", 192, 192, "M", 384, 384, "M"]
-    overlay = {"activation": "gelu", "batch_norm_scale": False, "layers": wider}
+    overlay = {"activation": "gelu", "batch_norm_scale": False, "dirac_init": True, "layers": wider}
     assert VARIANTS["speedrun"] == VARIANTS["vgg8"] | overlay

@@ -116,10 +116,8 @@ class VGG(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity=nonlinearity)
                 nn.init.zeros_(m.bias)
-        if dirac_init:
-            for m in self.features.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.dirac_(m.weight[: m.in_channels])  # a view: the weight's first filters
+            if dirac_init and isinstance(m, nn.Conv2d):  # every conv is the trunk's: the head is Linears
+                nn.init.dirac_(m.weight[: m.in_channels])  # a view: the weight's first filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

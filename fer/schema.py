@@ -93,6 +93,7 @@ RULES: dict[str, Any] = {
     **{f"tta.{key}": rule for key, rule in TTA_RULES.items()},
     "runtime.channels_last": Flag(),
     "runtime.compile": Flag(),
+    "runtime.reuse_memory": Flag(),
 }
 
 

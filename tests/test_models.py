@@ -224,6 +224,26 @@ def test_normalization_modes():
     assert torch.allclose(per_image.std(dim=(1, 2, 3)), torch.ones(len(x)), atol=1e-4)
 
 
+def test_equalize_flattens_each_histogram_and_passes_a_gradient():
+    gen = torch.Generator().manual_seed(0)
+    dim = torch.randint(0, 128, (4, 1, 48, 48), generator=gen).float()
+    dark_and_flat, bright_and_contrasty = dim // 4, 2 * dim + 1  # the same order of pixels in each face
+    equalized = Normalization("equalize")(dim)
+    assert torch.equal(Normalization("equalize")(bright_and_contrasty), equalized)
+    assert not torch.equal(Normalization("equalize")(dark_and_flat), equalized)  # levels merged: ties
+    assert equalized.mean(dim=(1, 2, 3)).abs().max() < 1e-4
+    assert torch.allclose(equalized.std(dim=(1, 2, 3)), torch.ones(4), atol=0.01)
+    # Ranks, not values: the brightest pixel of each face maps to the top, the darkest to the bottom.
+    flat, top = dim.flatten(1), equalized.flatten(1)
+    assert torch.equal(top.gather(1, flat.argmax(1, keepdim=True)).squeeze(1), top.max(1).values)
+    assert torch.equal(top.gather(1, flat.argmin(1, keepdim=True)).squeeze(1), top.min(1).values)
+    assert Normalization("equalize")(torch.full((1, 1, 8, 8), 77.0)).abs().max() == 0  # a flat face: all 0
+    # The gradient is the slope of the cumulative histogram: one pixel's share of its face, at a unique level.
+    face = torch.arange(64.0).view(1, 1, 8, 8).requires_grad_()
+    Normalization("equalize")(face).sum().backward()
+    assert torch.allclose(face.grad, torch.full_like(face, 12**0.5 / 64))
+
+
 def test_normalization_rejects_unknown_mode_and_bad_std():
     with pytest.raises(ValueError, match="normalization 'zscore'"):
         Normalization("zscore")

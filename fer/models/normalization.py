@@ -47,7 +47,8 @@ class Normalization(nn.Module):
 
 def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
     """Each image's pixels (0..255, rounded to 256 levels) mapped to their mid-rank in that image, scaled to
-    mean 0 and std 1: the histogram made flat, whatever the face's lighting and contrast.
+    mean 0 and std 1 (less where many pixels share a level; 0 for a flat image): the histogram made flat,
+    whatever the face's lighting and contrast.
 
     Written here, not taken from torchvision's `equalize`, because saliency and gradient ascent need a
     gradient through it: the mapping is a step function of the pixel, so its gradient is taken as the
